@@ -1,0 +1,3 @@
+from minilm.cli import main
+
+raise SystemExit(main())
