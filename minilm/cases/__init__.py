@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 MODULES = [
     "minilm.cases.ops",
+    "minilm.cases.attention",
 ]
 
 
