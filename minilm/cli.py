@@ -6,6 +6,8 @@ import argparse
 import sys
 import time
 
+from minilm.exercises import add_exercise_parser
+
 
 def cmd_gradcheck(args) -> int:
     """Run every registered gradient check and print one line per case."""
@@ -38,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--only", nargs="*", help="run only cases whose 'group/name' contains one of these")
     g.add_argument("-v", "--verbose", action="store_true", help="print every gradient's error")
     g.set_defaults(fn=cmd_gradcheck)
+    add_exercise_parser(sub)
     return p
 
 

@@ -1,0 +1,441 @@
+"""Classroom exercises: student copies of the package, and their grading.
+
+Every function body that a student can write is marked by the two lines
+``### BEGIN SOLUTION`` and ``### END SOLUTION`` around the solution (the
+markers of nbgrader), each on a line of its own.  One exercise is one function holding such a
+region, named after it: ``linear_backward``, ``attention_forward``,
+``mha_backward``; a model's bare ``forward`` / ``backward`` takes the module's
+name, ``ngram_backward``.  The regions are found in the source, so a module
+that gains markers gains exercises; ``python -m minilm exercise list`` lists them.
+
+``exercise make DIR`` writes a copy of the package in which each chosen region
+is replaced by a ``raise NotImplementedError`` whose message gives the formula
+(the function's docstring), the section of the text and the shapes the rest of
+the function expects.  The markers stay, so the student sees where to write.
+``exercise check DIR`` grades such a copy (see minilm.grading).
+
+Notebooks (notebooks/*.ipynb) get student versions too.  In a notebook, a code
+cell tagged ``solution`` (or with nbgrader's ``"solution": true``) is replaced
+by a stub, or only its marked regions are if it has markers; every output is
+cleared (outputs give answers away); a notebook with nothing to strip is copied
+with a note at its top.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import re
+import shutil
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
+PACKAGE = Path(__file__).resolve().parent  # the reference package: the one running this code
+MANIFEST = "exercises.json"  # written by make into DIR: the exercises handed out, graded by default by check
+STUB_COMMENT = "# YOUR CODE HERE (replace the raise below)"
+
+
+@dataclass(frozen=True)
+class Region:
+    """The lines of one marked region: ``begin`` and ``end`` are the 0-based indices of the marker lines."""
+
+    function: str  # the name of the innermost function around it ("" at module level)
+    begin: int
+    end: int
+    indent: str
+
+
+@dataclass(frozen=True)
+class Exercise:
+    name: str  # what teachers and students type: linear_backward, ngram_forward
+    module: str  # dotted, inside the package: "linear", "cases.ops"
+    function: str
+    line: int  # 1-based line of the function's first BEGIN marker
+
+    @property
+    def path(self) -> str:
+        return "minilm/" + self.module.replace(".", "/") + ".py"
+
+
+def find_regions(source: str) -> list[Region]:
+    """The marked regions of a source file, in order; ValueError on unbalanced markers."""
+    lines = source.splitlines()
+    regions, start = [], None
+    for i, line in enumerate(lines):
+        if line.strip() == BEGIN:
+            if start is not None:
+                raise ValueError(f"line {i + 1}: {BEGIN} inside the region opened at line {start + 1}")
+            start = i
+        elif line.strip() == END:
+            if start is None:
+                raise ValueError(f"line {i + 1}: {END} without a {BEGIN} before it")
+            indent = lines[start][: len(lines[start]) - len(lines[start].lstrip())]
+            regions.append(Region(_enclosing_function(lines, start, len(indent)), start, i, indent))
+            start = None
+    if start is not None:
+        raise ValueError(f"line {start + 1}: {BEGIN} is never closed by {END}")
+    return regions
+
+
+def _enclosing_function(lines: list[str], i: int, indent: int) -> str:
+    for line in reversed(lines[:i]):
+        m = re.match(r"(\s*)(?:async\s+)?def\s+(\w+)", line)
+        if m and len(m.group(1)) < indent:
+            return m.group(2)
+    return ""
+
+
+def module_files(package: Path = PACKAGE) -> dict[str, Path]:
+    """{dotted module name: path} for every .py file of the package, in a stable order."""
+    files = sorted(p for p in package.rglob("*.py") if "__pycache__" not in p.parts)
+    return {".".join(p.relative_to(package).with_suffix("").parts): p for p in files}
+
+
+def find_exercises(package: Path = PACKAGE) -> list[Exercise]:
+    """One exercise per function holding a marked region, in file order."""
+    found = []  # (module, function, line)
+    for module, path in module_files(package).items():
+        try:
+            regions = find_regions(path.read_text(encoding="utf-8"))
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
+        for r in regions:
+            if not any(m == module and f == r.function for m, f, _ in found):
+                found.append((module, r.function, r.begin + 1))
+    short = [_short_name(m, f) for m, f, _ in found]
+    return [Exercise(s if short.count(s) == 1 else m.replace(".", "_") + "_" + f.lstrip("_"), m, f, line)
+            for s, (m, f, line) in zip(short, found, strict=True)]
+
+
+def _short_name(module: str, function: str) -> str:
+    base = module.split(".")[-1]
+    if not function:
+        return base
+    f = function.lstrip("_")
+    return f if "_" in f else f"{base}_{f}"  # a bare forward/backward takes the module's name
+
+
+def select(exercises: list[Exercise], only: list[str] | None) -> list[Exercise]:
+    """The exercises named in ``only``: exercise names, module names or a name's first words ("gelu" for
+    gelu_backward), separated by spaces or commas; all exercises if None."""
+    if not only:
+        return list(exercises)
+    wanted = [w for item in only for w in item.replace(",", " ").split()]
+    picked = []
+    for w in wanted:
+        hits = [e for e in exercises if w in (e.name, e.module, e.module.split(".")[-1]) or e.name.startswith(w + "_")]
+        if not hits:
+            names = ", ".join(e.name for e in exercises)
+            raise ValueError(f"no exercise or module named {w!r}; the exercises are: {names}")
+        picked += [e for e in hits if e not in picked]
+    return [e for e in exercises if e in picked]  # in file order
+
+
+# ---------------------------------------------------------------- hints and stubs
+
+
+def hint(ex: Exercise, source: str) -> str:
+    """The message of the stub: formula (the docstring), section of the text, what the rest of the code uses."""
+    tree = ast.parse(source)
+    regions = [r for r in find_regions(source) if r.function == ex.function]
+    fn = _function_node(tree, ex.function, regions[0].begin + 1) if ex.function else None
+    doc = (ast.get_docstring(fn) if fn else None) or ""
+    sections = _sections(doc, ast.get_docstring(tree) or "", ex.function)
+    lines = [f"{ex.name}{' (' + ', '.join(sections) + ')' if sections else ''} is not written yet: "
+             f"write the region between the markers in {ex.path}"]
+    doc_lines = [d.rstrip() for d in doc.splitlines() if d.strip()]
+    if doc_lines:
+        lines.append("following its docstring:")
+        lines += ["    " + d for d in doc_lines[:12]]
+    needs = _needed_after(source, fn, regions) if fn else []
+    if needs:
+        lines.append("The code after the region uses " + ", ".join(needs) + ".")
+    return "\n".join(lines)
+
+
+def _function_node(tree: ast.AST, name: str, line: int):
+    """The innermost function called ``name`` whose lines hold ``line`` (1-based)."""
+    best = None
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name == name:
+            if node.lineno <= line <= node.end_lineno and (best is None or node.lineno > best.lineno):
+                best = node
+    return best
+
+
+def _sections(doc: str, module_doc: str, function: str) -> list[str]:
+    """§ references: the function's docstring's, else the module docstring's clause naming it, else all."""
+    def refs(text):
+        return list(dict.fromkeys(re.findall(r"§\d+(?:\.\d+)*", text)))
+
+    if refs(doc):
+        return refs(doc)
+    base = re.sub(r"_(forward|backward)$", "", function.lstrip("_"))
+    pattern = re.compile(re.escape(base).replace("_", "[-_ ]"), re.IGNORECASE) if base else None
+    for clause in re.split(r"[;.]\s|\n\s*\n", module_doc):
+        if pattern and pattern.search(clause) and refs(clause):
+            return refs(clause)
+    return refs(module_doc)
+
+
+def _needed_after(source: str, fn, regions: list[Region]) -> list[str]:
+    """Names assigned in the regions and read after the last one, with the shape from their shape comment."""
+    lines = source.splitlines()
+    body = [ln for r in regions for ln in lines[r.begin + 1 : r.end]]
+    try:
+        region_tree = ast.parse(textwrap.dedent("\n".join(body)))
+    except SyntaxError:
+        return []
+    stored, filled = set(), {}
+    for node in ast.walk(region_tree):
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            stored.add(node.id)
+        elif (isinstance(node, ast.Subscript) and isinstance(node.ctx, ast.Store) and isinstance(node.value, ast.Name)
+              and isinstance(node.slice, ast.Constant) and isinstance(node.slice.value, str)):
+            filled.setdefault(node.value.id, []).append(node.slice.value)
+    end = regions[-1].end + 1  # 1-based line of the last END marker
+    later = sorted((n for n in ast.walk(fn) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)
+                    and n.lineno > end), key=lambda n: (n.lineno, n.col_offset))
+    out = []
+    for name in dict.fromkeys(n.id for n in later):
+        if name in stored:
+            shape = _shape_of(name, body)
+            out.append(f"{name} {shape}" if shape else name)
+        elif name in filled:
+            out.append(f"{name} with keys " + ", ".join(dict.fromkeys(filled[name])))
+    return out
+
+
+def _shape_of(name: str, body: list[str]) -> str | None:
+    """The shape of ``name`` in the comment of the last line assigning it: '# (..., Din)',
+    '# a x b -> (..., Din)', or one shape per target: 'dx, dW = ...  # (B, D), (D, Hd)'."""
+    for line in reversed(body):
+        code, _, comment = line.partition("  #")
+        try:
+            node = ast.parse(code.strip()).body[0] if comment else None
+        except (SyntaxError, IndexError):
+            continue
+        if isinstance(node, ast.Assign | ast.AugAssign | ast.AnnAssign):
+            target = node.targets[0] if isinstance(node, ast.Assign) else node.target
+            names = [t.id if isinstance(t, ast.Name) else None
+                     for t in (target.elts if isinstance(target, ast.Tuple) else [target])]
+            if name in names:
+                shapes = re.findall(r"\([^()]*\)", comment.rsplit("->", 1)[-1])
+                k = names.index(name)
+                if len(shapes) == len(names):
+                    return shapes[k]
+                if shapes and (k == 0 or re.search(r"\beach\b", comment)):
+                    return shapes[0]
+    return None
+
+
+def _literal(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def stub_lines(message: str, indent: str) -> list[str]:
+    """The lines that replace a region: a comment and a raise of NotImplementedError(message)."""
+    parts = message.split("\n")
+    out = [indent + STUB_COMMENT, indent + "raise NotImplementedError("]
+    out += [indent + "    " + _literal(p + "\n" if i < len(parts) - 1 else p) for i, p in enumerate(parts)]
+    return out + [indent + ")"]
+
+
+def student_source(source: str, exercises: list[Exercise]) -> str:
+    """``source`` with every region of the given exercises (all of this module's) replaced by its stub."""
+    lines = source.splitlines()
+    stubs = {e.function: hint(e, source) for e in exercises}
+    for r in reversed(find_regions(source)):
+        if r.function in stubs:
+            lines[r.begin + 1 : r.end] = stub_lines(stubs[r.function], r.indent)
+    return "\n".join(lines) + "\n"
+
+
+def restore_regions(student: str, reference: str, keep: str | None = None) -> str:
+    """``student`` with each region's body taken from ``reference`` (matched by function and order),
+    except the regions of function ``keep``.  Regions that cannot be matched are left as they are."""
+    ref_lines = reference.splitlines()
+    bodies = {}
+    for r in find_regions(reference):
+        bodies.setdefault(r.function, []).append((r.indent, ref_lines[r.begin + 1 : r.end]))
+    lines = student.splitlines()
+    regions = find_regions(student)
+    for r in reversed(regions):
+        if r.function == keep or r.function not in bodies:
+            continue
+        k = sum(1 for q in regions if q.function == r.function and q.begin < r.begin)
+        if k < len(bodies[r.function]):
+            indent, body = bodies[r.function][k]
+            lines[r.begin + 1 : r.end] = [r.indent + b[len(indent):] if b.startswith(indent) else b for b in body]
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------- notebooks
+
+SETUP_CELL = ("# Import the minilm of this copy (the one you edit), not an installed one.\n"
+              "import pathlib\nimport sys\n\nsys.path.insert(0, str(pathlib.Path.cwd().parent))")
+NOTEBOOK_STUB = 'raise NotImplementedError("write this cell: the derivation above says what it computes")'
+
+
+def _cell_text(cell) -> str:
+    src = cell.get("source", "")
+    return "".join(src) if isinstance(src, list) else src
+
+
+def _is_solution(cell) -> bool:
+    meta = cell.get("metadata", {})
+    return "solution" in meta.get("tags", []) or bool(meta.get("nbgrader", {}).get("solution"))
+
+
+def student_notebook(nb: dict) -> dict:
+    """A student version of a notebook (the JSON as a dict): solution cells and marked regions stubbed,
+    outputs cleared, a first cell that imports the copy's package; a note on top when nothing was stubbed."""
+    nb = json.loads(json.dumps(nb))  # a deep copy
+    stubbed = 0
+    for cell in nb.get("cells", []):
+        text = _cell_text(cell)
+        if cell.get("cell_type") == "code":
+            cell["outputs"], cell["execution_count"] = [], None
+            regions = find_regions(text)
+            if regions:
+                lines = text.splitlines()
+                for r in reversed(regions):
+                    lines[r.begin + 1 : r.end] = [r.indent + STUB_COMMENT, r.indent + NOTEBOOK_STUB]
+                text, stubbed = "\n".join(lines), stubbed + 1
+            elif _is_solution(cell):
+                text, stubbed = STUB_COMMENT + "\n" + NOTEBOOK_STUB, stubbed + 1
+        elif _is_solution(cell):
+            text, stubbed = "YOUR ANSWER HERE", stubbed + 1
+        cell["source"] = text
+    cells = [{"cell_type": "code", "metadata": {"tags": ["student-setup"]}, "execution_count": None,
+              "outputs": [], "source": SETUP_CELL}]
+    if not stubbed:
+        cells.insert(0, {"cell_type": "markdown", "metadata": {}, "source": (
+            "*Student copy.* This notebook has no cells for you to write; it runs the package, including "
+            "the functions you implement, so it works once `python -m minilm gradcheck` passes for them.")})
+    nb["cells"] = cells + nb.get("cells", [])
+    return nb
+
+
+def matching_notebooks(notebooks: Path, chosen: list[Exercise], everything: bool) -> list[Path]:
+    """The notebooks that use a chosen exercise's module or function (all of them when ``everything``)."""
+    found = sorted(notebooks.glob("*.ipynb")) if notebooks.is_dir() else []
+    if everything:
+        return found
+    words = {w for e in chosen for w in (e.function, "minilm." + e.module, f"import {e.module.split('.')[-1]}")}
+    return [p for p in found if any(w and w in p.read_text(encoding="utf-8") for w in words)]
+
+
+# ---------------------------------------------------------------- make
+
+
+def make(dest: Path, only: list[str] | None = None, force: bool = False, package: Path = PACKAGE,
+         notebooks: Path | None = None) -> list[Exercise]:
+    """Write a student copy into ``dest``: the package with the chosen exercises stubbed, the matching
+    notebooks, a README listing the exercises and the manifest ``exercises.json``."""
+    dest = Path(dest)
+    exercises = find_exercises(package)
+    chosen = select(exercises, only)
+    if (dest / "minilm").exists() and not force:
+        raise ValueError(f"{dest / 'minilm'} exists: choose a new directory, or pass --force to overwrite it")
+    shutil.rmtree(dest / "minilm", ignore_errors=True)
+    shutil.copytree(package, dest / "minilm", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    files = module_files(package)
+    for module in dict.fromkeys(e.module for e in chosen):
+        text = student_source(files[module].read_text(encoding="utf-8"), [e for e in chosen if e.module == module])
+        compile(text, str(files[module]), "exec")  # a stub must leave valid Python
+        (dest / "minilm" / files[module].relative_to(package)).write_text(text, encoding="utf-8")
+    root = package.parent
+    for name in ("pyproject.toml", "requirements.txt"):
+        if (root / name).is_file():
+            shutil.copy(root / name, dest / name)
+    written = []
+    for nb_path in matching_notebooks(notebooks or root / "notebooks", chosen, everything=not only):
+        nb = student_notebook(json.loads(nb_path.read_text(encoding="utf-8")))
+        (dest / "notebooks").mkdir(exist_ok=True)
+        (dest / "notebooks" / nb_path.name).write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n",
+                                                       encoding="utf-8")
+        written.append(nb_path.name)
+    (dest / MANIFEST).write_text(json.dumps({"exercises": [e.name for e in chosen], "notebooks": written},
+                                            indent=1) + "\n", encoding="utf-8")
+    (dest / "README.md").write_text(_student_readme(chosen, written), encoding="utf-8")
+    return chosen
+
+
+def _student_readme(chosen: list[Exercise], notebooks: list[str]) -> str:
+    rows = "\n".join(f"| `{e.name}` | `{e.path}` line {e.line} |" for e in chosen)
+    nbs = "".join(f"- `notebooks/{n}`\n" for n in notebooks) or "- (none)\n"
+    return f"""# minilm: exercises
+
+Write the body of each function below: in its file, replace the `raise
+NotImplementedError(...)` between `{BEGIN}` and `{END}` by your code (leave
+the two marker lines where they are).  The message of the raise gives the
+formula, the section of the text and the shapes the rest of the function uses.
+
+| exercise | where |
+|---|---|
+{rows}
+
+Check your work as you go: from this folder, `python -m minilm gradcheck`
+compares every backward pass with finite differences (`--only NAME` for one).
+Install this copy with `pip install -e .` (or run from this folder) so that
+`import minilm` finds your code.  Notebooks:
+{nbs}"""
+
+
+# ---------------------------------------------------------------- command line
+
+
+def cmd_list(args) -> int:
+    from minilm.grading import checks_of
+
+    exercises = find_exercises()
+    checked = checks_of(exercises)
+    print(f"{'exercise':<26} {'where':<30} checked by")
+    for e in exercises:
+        where = f"{e.path}:{e.line}"
+        print(f"{e.name:<26} {where:<30} {'; '.join(checked.get(e.name, [])) or '(no registered case calls it)'}")
+    print(f"{len(exercises)} exercises")
+    return 0
+
+
+def cmd_make(args) -> int:
+    try:
+        chosen = make(Path(args.dir), args.only, args.force)
+    except ValueError as e:
+        print(f"minilm exercise make: error: {e}")
+        return 2
+    print(f"wrote {args.dir}: {len(chosen)} exercises stubbed ({', '.join(e.name for e in chosen)})")
+    return 0
+
+
+def cmd_check(args) -> int:
+    from minilm.grading import check
+
+    return check(Path(args.dir), args.only, timeout=args.timeout, verbose=args.verbose, json_path=args.json,
+                 workers=args.jobs)
+
+
+def add_exercise_parser(sub) -> None:
+    """The ``exercise`` command and its subcommands list, make, check."""
+    p = sub.add_parser("exercise", help="classroom exercises: list them, make a student copy, grade one")
+    ex = p.add_subparsers(dest="action", required=True)
+    ex.add_parser("list", help="list the exercises and the checks that grade them").set_defaults(fn=cmd_list)
+    only = dict(nargs="+", metavar="NAME", help="only these exercises (names or module names)")
+    m = ex.add_parser("make", help="write a student copy: package with stubs, notebooks, README")
+    m.add_argument("dir")
+    m.add_argument("--only", **only)
+    m.add_argument("--force", action="store_true", help="overwrite DIR/minilm if it exists")
+    m.set_defaults(fn=cmd_make)
+    c = ex.add_parser("check", help="grade a student copy; exit status 0 when every exercise passes")
+    c.add_argument("dir")
+    c.add_argument("--only", **only)
+    c.add_argument("--timeout", type=float, default=120.0, help="seconds allowed per exercise (default 120)")
+    c.add_argument("-j", "--jobs", type=int, default=min(4, os.cpu_count() or 1),
+                   help="grading processes run in parallel (default: the number of cores, at most 4)")
+    c.add_argument("-v", "--verbose", action="store_true", help="print every checked output's error")
+    c.add_argument("--json", metavar="FILE", help="also write the grades to FILE as JSON (for an autograder)")
+    c.set_defaults(fn=cmd_check)
