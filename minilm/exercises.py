@@ -342,7 +342,8 @@ def make(dest: Path, only: list[str] | None = None, force: bool = False, package
     if (dest / "minilm").exists() and not force:
         raise ValueError(f"{dest / 'minilm'} exists: choose a new directory, or pass --force to overwrite it")
     shutil.rmtree(dest / "minilm", ignore_errors=True)
-    shutil.copytree(package, dest / "minilm", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copytree(package, dest / "minilm",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".ipynb_checkpoints"))
     files = module_files(package)
     for module in dict.fromkeys(e.module for e in chosen):
         text = student_source(files[module].read_text(encoding="utf-8"), [e for e in chosen if e.module == module])
@@ -393,7 +394,11 @@ def cmd_list(args) -> int:
     from minilm.grading import checks_of
 
     exercises = find_exercises()
-    checked = checks_of(exercises)
+    try:
+        checked = checks_of(exercises)
+    except RuntimeError as e:
+        print(f"minilm exercise list: error: {e}")
+        return 2
     print(f"{'exercise':<26} {'where':<30} checked by")
     for e in exercises:
         where = f"{e.path}:{e.line}"
@@ -408,7 +413,8 @@ def cmd_make(args) -> int:
     except ValueError as e:
         print(f"minilm exercise make: error: {e}")
         return 2
-    print(f"wrote {args.dir}: {len(chosen)} exercises stubbed ({', '.join(e.name for e in chosen)})")
+    print(f"wrote {args.dir}: {len(chosen)} exercise{'s' if len(chosen) != 1 else ''} stubbed "
+          f"({', '.join(e.name for e in chosen)})")
     return 0
 
 

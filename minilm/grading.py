@@ -238,8 +238,10 @@ def grade(package_dir: Path, only: list[str] | None = None, timeout: float = 120
             if r is None:
                 broken = [f"{c['group']}/{c['name']}: {c['error']['error']}" for c in cases
                           if c["error"] and e.name in c["called"]]
+                unloaded = [f"{c['module']}: {c['error']['error']}" for c in cases if c["name"] == "(import)"]
                 row.update(status="no check", detail="its cases fail on the reference: " + "; ".join(broken)
-                           if broken else "no registered gradient-check case calls this function")
+                           if broken else "no registered gradient-check case calls this function"
+                           + ("" if not unloaded else " (cases that fail to import: " + "; ".join(unloaded) + ")"))
             elif r["status"] == "not implemented":
                 row.update(status="not implemented", detail=f"raises NotImplementedError at {r['where']}"
                            if r.get("where") else r["error"])
