@@ -15,6 +15,7 @@ MODULES = [
     "minilm.cases.ops",
     "minilm.cases.attention",
     "minilm.cases.ngram",
+    "minilm.cases.lstm",
 ]
 
 
