@@ -1,0 +1,99 @@
+"""Text generation (§6.3): greedy, temperature and top-k sampling; filling in [MASK] positions.
+
+One token at a time, w_{t+1} ~ p(. | w_1 .. w_t), with the distribution reshaped first:
+
+    greedy          w = argmax_j z_j                       (temperature 0)
+    temperature     p_j = softmax(z / tau)_j               (tau < 1 sharper, tau > 1 flatter)
+    top-k           keep the k largest z_j, renormalise over them
+
+A model enters as ``next_logits(history, carry) -> (z (V,), carry)``; the
+factories below build it for each family: a causal model crops the history
+to its block_size, the n-gram model reads the last N tokens, a recurrent
+model carries its state and reads only the newest token.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def sample_next(logits: np.ndarray, rng: np.random.Generator, temperature: float = 1.0,
+                top_k: int | None = None) -> int:
+    """One token id from logits (V,): argmax when temperature is 0, else a draw from softmax(z / tau) over the top k."""
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    z = np.asarray(logits, dtype=np.float64).reshape(-1)  # (V,)
+    if temperature == 0:
+        return int(z.argmax())
+    if top_k is not None and top_k < z.size:
+        kth = np.partition(z, -top_k)[-top_k]  # the k-th largest logit
+        z = np.where(z >= kth, z, -np.inf)  # (V,), ties at the k-th value are all kept
+    z = z / temperature  # (V,)
+    p = np.exp(z - z.max())  # (V,)
+    p /= p.sum()
+    return int(min(np.searchsorted(np.cumsum(p), rng.random() * p.sum(), side="right"), z.size - 1))
+
+
+def generate(next_logits, prompt: np.ndarray, n_tokens: int, rng: np.random.Generator,
+             temperature: float = 1.0, top_k: int | None = None) -> np.ndarray:
+    """The prompt's ids followed by ``n_tokens`` new ones.  prompt: (t,) ints, at least one."""
+    ids = [int(i) for i in np.asarray(prompt).reshape(-1)]
+    if not ids:
+        raise ValueError("generation needs a prompt of at least one token")
+    carry = None
+    for _ in range(n_tokens):
+        z, carry = next_logits(np.array(ids, dtype=np.int64), carry)
+        ids.append(sample_next(z, rng, temperature, top_k))
+    return np.array(ids, dtype=np.int64)
+
+
+def window_next(logits_fn, block_size: int):
+    """Causal model: logits_fn(x (1, t)) -> (1, t, V); the history is cropped to its last block_size tokens."""
+
+    def next_logits(history, carry):
+        x = history[-block_size:][None, :]  # (1, t), t <= T
+        return logits_fn(x)[0, -1], None
+
+    return next_logits
+
+
+def context_next(logits_fn, n: int, pad_id: int):
+    """n-gram model: logits_fn(ctx (1, N)) -> (1, V) on the last N tokens, left-padded with ``pad_id``."""
+
+    def next_logits(history, carry):
+        ctx = np.concatenate([np.full(max(0, n - len(history)), pad_id, np.int64), history[-n:]])  # (N,)
+        return logits_fn(ctx[None, :])[0], None
+
+    return next_logits
+
+
+def recurrent_next(step_fn):
+    """Recurrent model: step_fn(x (1, t), state) -> (logits (1, t, V), state).
+
+    The first call reads the whole prompt; later calls feed only the newest token.
+    """
+
+    def next_logits(history, state):
+        x = history[None, :] if state is None else history[None, -1:]  # (1, t) or (1, 1)
+        logits, state = step_fn(x, state)
+        return logits[0, -1], state
+
+    return next_logits
+
+
+def fill_masks(logits_fn, ids: np.ndarray, mask_id: int, rng: np.random.Generator,
+               temperature: float = 0.0, top_k: int | None = None) -> np.ndarray:
+    """The masked LM fills each [MASK] in turn, left to right, each choice seen by the next.
+
+    logits_fn(x (1, t)) -> (1, t, V).  ids (t,) holds ``mask_id`` where a token is missing.
+    """
+    ids = np.array(ids, dtype=np.int64).reshape(-1)  # (t,), a copy
+    if not (ids == mask_id).any():
+        raise ValueError("the prompt has no [MASK] to fill in")
+    for pos in np.flatnonzero(ids == mask_id):
+        z = logits_fn(ids[None, :])[0, pos].copy()  # (V,)
+        z[mask_id] = -np.inf  # never "fill" a mask with a mask
+        ids[pos] = sample_next(z, rng, temperature, top_k)
+    return ids
