@@ -20,7 +20,13 @@ def cmd_gradcheck(args) -> int:
     print("-" * 84)
     failed, t0 = 0, time.perf_counter()
     for c in cases:
-        errors = c.run()
+        try:
+            errors = c.run()
+        except NotImplementedError as e:  # a stub of a student copy (minilm exercise make)
+            failed += 1
+            print(f"{c.group:<12} {c.name:<34} {'':<16} {'':>10}  not implemented")
+            print(f"{'':<12} {(str(e).splitlines() or [''])[0]}")
+            continue
         worst = max(errors, key=errors.get)
         ok = all(e <= TOLERANCE for e in errors.values())
         failed += not ok

@@ -8,6 +8,8 @@ the reference put back (every case run in full).
 import json
 import re
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -184,6 +186,15 @@ def test_fresh_copy_grades_all_not_implemented(fresh_copy, capsys):
     assert set(g) == {e.name for e in find_exercises()}
     assert set(g.values()) == {"not implemented"}, out
     assert f"0 of {len(g)} exercises passed, {len(g)} not implemented" in out
+
+
+def test_students_gradcheck_reports_stubs_as_not_implemented(fresh_copy):
+    """In the copy, python -m minilm gradcheck is the student's own check: a stub is a line, not a crash."""
+    out = subprocess.run([sys.executable, "-m", "minilm", "gradcheck", "--only", "ops/"], cwd=fresh_copy,
+                         capture_output=True, text=True)
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    assert out.stdout.count("not implemented") == len(re.findall(r"^ops ", out.stdout, re.MULTILINE)) >= 11
+    assert "linear_backward (§4.1" in out.stdout
 
 
 def test_reference_put_back_grades_all_passed(fresh_copy, tmp_path, capsys):
