@@ -1,6 +1,8 @@
 """Every primitive op: float64 gradient checks over several shapes, broken backwards
 caught by the same checker, numerical edge cases and bad input."""
 
+import zlib
+
 import numpy as np
 import pytest
 
@@ -67,7 +69,7 @@ OPS = {  # name: (forward, backward)
 def test_gradient(op, shape):
     if op == "cross_entropy" and len(shape) == 1:
         shape = (1, 5)
-    r = np.random.default_rng(hash((op, shape)) % 2**32)
+    r = np.random.default_rng(zlib.crc32(f"{op}{shape}".encode()))  # fixed across runs (hash() is salted)
     inputs, names = make_inputs(op, shape, r)
     errors = check_pair(*OPS[op], inputs, names)
     assert errors and max(errors.values()) <= TOLERANCE, errors

@@ -97,7 +97,7 @@ def test_clip_grad_norm():
 def test_warmup_cosine_schedule():
     lrs = [optim.lr_at(t, 1.0, 0.1, 10, 110) for t in range(120)]
     assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
-    assert all(a < b for a, b in zip(lrs[:9], lrs[1:10]))  # rising during warmup
+    assert all(a < b for a, b in zip(lrs[:9], lrs[1:10], strict=True))  # rising during warmup
     assert lrs[60] == pytest.approx(0.1 + 0.9 * 0.5)  # half way through the cosine
-    assert all(a >= b for a, b in zip(lrs[10:110], lrs[11:111]))  # then falling
+    assert all(a >= b for a, b in zip(lrs[10:110], lrs[11:111], strict=True))  # then falling
     assert lrs[110] == pytest.approx(0.1) and lrs[119] == pytest.approx(0.1)  # and floored at min_lr
