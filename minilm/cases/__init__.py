@@ -14,6 +14,7 @@ from dataclasses import dataclass
 MODULES = [
     "minilm.cases.ops",
     "minilm.cases.attention",
+    "minilm.cases.transformer",
     "minilm.cases.ngram",
     "minilm.cases.lstm",
 ]
