@@ -59,7 +59,8 @@ IGNORE_INDEX = -100  # a target equal to this does not count in the loss (unmask
 
 @dataclass
 class TransformerConfig:
-    """A Transformer LM.  The defaults are the text's choices (§5.1), except ``causal``."""
+    """A Transformer LM.  The switches default to the text's choices (§5.1: post-LN, ReLU,
+    sinusoidal positions, sqrt(C) scaling, untied output layer), except ``causal``."""
 
     vocab_size: int  # V, including [MASK] for a masked LM (see minilm.mlm.mlm_config)
     block_size: int = 64  # longest sequence T the model accepts (rows of the learned position table)

@@ -1,5 +1,5 @@
 """Gradient-check cases for positional encodings, the feed-forward network, the
-Transformer block and the causal Transformer language model (§5.1).
+Transformer block and the two Transformer language models (§3.2, §5.1).
 
 Which inputs.  A centred difference carries the rounding of the loss, a few
 units of 1e-16 divided by 2h = 2e-5, so about 1e-11 to 1e-10 in absolute
@@ -33,6 +33,7 @@ from minilm.block import block_backward, block_forward, block_shapes, ffn_backwa
 from minilm.cases import case
 from minilm.cases.attention import zero_gradient
 from minilm.gradcheck import check_model, check_pair, numerical_gradient, rel_error
+from minilm.mlm import mask_tokens, mlm_config
 from minilm.positional import (
     learned_position_backward,
     learned_position_forward,
@@ -218,8 +219,8 @@ class ModelCase:
     gradient anywhere shows unless its error is orthogonal to every d.
     """
 
-    def __init__(self, cfg, B: int = 2, T: int = 3, lengths=None, dropout_seed=None):
-        self.cfg, self.B, self.T, self.lengths = cfg, B, T, lengths
+    def __init__(self, cfg, B: int = 2, T: int = 3, lengths=None, mlm_rate: float | None = None, dropout_seed=None):
+        self.cfg, self.B, self.T, self.lengths, self.mlm_rate = cfg, B, T, lengths, mlm_rate
         self.dropout_seed = dropout_seed
 
     def kwargs(self, pad_mask):
@@ -247,9 +248,13 @@ class ModelCase:
         params["wte" if cfg.tie_weights else "lm_head.W"] *= 2
         lengths = np.full(B, T) if self.lengths is None else np.array(self.lengths)  # (B,)
         pad = None if self.lengths is None else np.arange(T)[None, :] < lengths[:, None]  # (B, T)
-        seq = r.integers(0, cfg.vocab_size, (B, T + 1))  # (B, T + 1), the next token
-        idx, targets = seq[:, :-1], seq[:, 1:].copy()  # (B, T) each
-        targets[np.arange(T)[None, :] != lengths[:, None] - 1] = TR.IGNORE_INDEX  # (B, T)
+        if self.mlm_rate is None:  # the next token
+            seq = r.integers(0, cfg.vocab_size, (B, T + 1))  # (B, T + 1)
+            idx, targets = seq[:, :-1], seq[:, 1:].copy()  # (B, T) each
+            targets[np.arange(T)[None, :] != lengths[:, None] - 1] = TR.IGNORE_INDEX  # (B, T)
+        else:  # the masked tokens
+            idx, targets = mask_tokens(r.integers(0, cfg.mask_token, (B, T)), cfg, r, pad_mask=pad,
+                                       rate=self.mlm_rate)
         return params, idx, targets, pad
 
     def loss(self, drawn, params=None) -> float:
@@ -328,9 +333,20 @@ def pre_ln_lm(n_layer: int = 1) -> ModelCase:
     return ModelCase(cfg, lengths=[3, 2], dropout_seed=1)
 
 
+def masked_lm(n_layer: int = 1) -> ModelCase:
+    """Bidirectional, [MASK] = id 4, 80/10/10 at rate 0.5 (a few chosen positions in tiny sequences), padding."""
+    return ModelCase(mlm_config(4, block_size=6, n_layer=n_layer, n_head=2, n_embd=4), lengths=[3, 2], mlm_rate=0.5)
+
+
 @case("models", "causal LM (text's): every entry")
 def _text_lm():
     m = text_lm()
+    return m.check(m.inputs())
+
+
+@case("models", "masked LM (padded): every entry")
+def _masked_lm():
+    m = masked_lm()
     return m.check(m.inputs())
 
 
@@ -343,4 +359,10 @@ def _pre_ln_lm():
 @case("models", "causal LM (3 layers): 3 directions")
 def _text_lm_deep():
     m = text_lm(n_layer=3)
+    return m.check_directions(m.inputs(every_entry=False))
+
+
+@case("models", "masked LM (3 layers): 3 directions")
+def _masked_lm_deep():
+    m = masked_lm(n_layer=3)
     return m.check_directions(m.inputs(every_entry=False))
