@@ -63,6 +63,8 @@ class CharTokenizer:
         return [p for part in parts for p in ([part] if part in self.specials else part)]
 
     def encode(self, text: str) -> np.ndarray:
+        if not (self._split and self._split.search(text)):  # the fast path: one lookup over all code points
+            return self._encode_chars(text)
         ids = []
         for p in self.pieces(text):
             if p not in self.stoi:
@@ -70,6 +72,19 @@ class CharTokenizer:
                                  f"{self.vocab_size} tokens")
             ids.append(self.stoi[p])
         return np.array(ids, dtype=np.int64)
+
+    def _encode_chars(self, text: str) -> np.ndarray:
+        codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)  # (L,) Unicode code points
+        chars = self.itos[: len(self.itos) - len(self.specials)]
+        known = np.array([ord(c) for c in chars], dtype=np.uint32)  # (V0,)
+        order = np.argsort(known)
+        pos = np.minimum(np.searchsorted(known[order], codes), len(known) - 1)  # (L,)
+        ok = known[order][pos] == codes  # (L,)
+        if not ok.all():
+            bad = chr(int(codes[np.argmin(ok)]))
+            raise ValueError(f"character {bad!r} (U+{ord(bad):04X}) is not in the vocabulary of "
+                             f"{self.vocab_size} tokens")
+        return order[pos].astype(np.int64)
 
     def decode(self, ids) -> str:
         return "".join(self.itos[int(i)] for i in np.asarray(ids).reshape(-1))

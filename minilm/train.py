@@ -1,0 +1,375 @@
+"""The training loop: AdamW, clipping, warmup + cosine, full validation, checkpoints, resume.
+
+    for step in 0 .. steps-1:
+        batch            = adapter.batch(...)            (random windows, contexts or streams)
+        loss, grads      = adapter.step(...)             (the model's forward and hand-written backward)
+        clip the global gradient norm;  lr = warmup + cosine schedule (minilm.optim.lr_at)
+        AdamW update
+        every eval_every steps and at the end: score the whole validation split, save a checkpoint
+
+Reproducible to the bit: one np.random.Generator draws every batch (and
+dropout mask); its state is saved in the checkpoint with the step, the
+parameters, AdamW's moments and a recurrent model's carried state, so
+``resume`` continues exactly where an uninterrupted run would be.
+
+Safe: a checkpoint is written atomically (minilm.checkpoint); Ctrl-C
+finishes the current step, saves and stops; a NaN or infinite loss or
+gradient stops the run before the update and leaves the last good
+checkpoint untouched; a run never overwrites a checkpoint it did not resume.
+
+Writes into ``out``: checkpoint.npz, metrics.json, loss.png.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import signal
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from minilm import checkpoint, models, optim
+from minilm.corpora import load_text
+from minilm.data import CharTokenizer, WordTokenizer, split
+
+
+@dataclass
+class TrainOptions:
+    """Everything that defines a run.  None means: the model's default (minilm.models)."""
+
+    model: str = "transformer"
+    data: str | None = None  # a UTF-8 text file ...
+    corpus: str | None = None  # ... or a named corpus (default: the built-in one)
+    out: str = "runs/demo"
+    steps: int | None = None
+    seed: int = 0
+    batch_size: int | None = None
+    block_size: int | None = None  # T, sequence models
+    context: int | None = None  # N, the n-gram model's previous tokens
+    layers: int | None = None
+    heads: int | None = None
+    width: int | None = None  # C (Transformer) or E (embedding size of the n-gram and LSTM models)
+    hidden: int | None = None  # Hd, hidden units of the n-gram MLP and the LSTM
+    dropout: float | None = None
+    norm: str | None = None  # "post" (the text's) or "pre" LayerNorm
+    activation: str | None = None  # Transformer: "relu" (the text's) or "gelu"; n-gram: "tanh" or "relu"
+    positions: str | None = None  # "sinusoidal" (the text's) or "learned"
+    scale_embed: bool | None = None  # multiply token embeddings by sqrt(C) before adding positions (the text's)
+    tie_weights: bool | None = None  # output projection = token embedding transposed
+    causal: bool | None = None  # False removes the causal mask: the text's bug (each position sees its target)
+    tokenizer: str = "char"  # "char" or "word"
+    max_vocab: int = 10000  # word tokenizer's vocabulary cap, <unk> included
+    lr: float | None = None
+    min_lr: float | None = None  # default lr / 10
+    warmup: int | None = None  # default steps / 20
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.99
+    clip: float = 1.0  # global gradient-norm limit; 0 turns clipping off
+    eval_every: int | None = None  # default steps / 5
+    val_fraction: float = 0.1
+    stop_after: int | None = None  # pause after this step (checkpoint saved); continue with resume
+
+
+# options that only some models use: a model uses those its adapter has a default for
+MODEL_OPTIONS = ("block_size", "context", "layers", "heads", "width", "hidden", "dropout", "norm", "activation",
+                 "positions", "scale_embed", "tie_weights", "causal")
+RESUME_MAY_CHANGE = ("steps", "eval_every", "stop_after", "out")
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or the gradient became NaN or infinite."""
+
+
+def resolve(opts: TrainOptions) -> TrainOptions:
+    """Fill in the model's defaults and check every value; a ValueError names the bad option."""
+    a = models.get(opts.model)
+    o = dataclasses.replace(opts)
+    for k in MODEL_OPTIONS:
+        if k not in a.defaults and getattr(o, k) is not None:
+            raise ValueError(f"--{k.replace('_', '-')} does not apply to --model {o.model}")
+    for k, v in a.defaults.items():
+        if getattr(o, k) is None:
+            setattr(o, k, v)
+    o.lr = 3e-3 if o.lr is None else o.lr
+    o.min_lr = o.lr / 10 if o.min_lr is None else o.min_lr
+    o.warmup = max(1, o.steps // 20) if o.warmup is None else o.warmup
+    o.eval_every = max(1, o.steps // 5) if o.eval_every is None else o.eval_every
+    positive = ["steps", "batch_size", "eval_every", "max_vocab"] + [
+        k for k in ("block_size", "context", "layers", "heads", "width", "hidden") if k in a.defaults]
+    for k in positive:
+        if not isinstance(getattr(o, k), int) or getattr(o, k) < 1:
+            raise ValueError(f"--{k.replace('_', '-')} must be a positive integer, got {getattr(o, k)}")
+    for k in ("lr", "min_lr", "weight_decay", "clip"):
+        if not math.isfinite(getattr(o, k)) or getattr(o, k) < 0:
+            raise ValueError(f"--{k.replace('_', '-')} must be a finite number >= 0, got {getattr(o, k)}")
+    if o.lr == 0:
+        raise ValueError("--lr must be > 0")
+    if not 0 <= o.beta1 < 1 or not 0 <= o.beta2 < 1:
+        raise ValueError(f"--beta1 and --beta2 must be in [0, 1), got {o.beta1} and {o.beta2}")
+    if o.warmup < 0:
+        raise ValueError(f"--warmup must be >= 0, got {o.warmup}")
+    if o.dropout is not None and not 0 <= o.dropout < 1:
+        raise ValueError(f"--dropout must be in [0, 1), got {o.dropout}")
+    if o.stop_after is not None and o.stop_after < 1:
+        raise ValueError(f"--stop-after must be a positive integer, got {o.stop_after}")
+    if o.tokenizer not in ("char", "word"):
+        raise ValueError(f"--tokenizer must be char or word, got {o.tokenizer!r}")
+    if o.data is not None and o.corpus is not None:
+        raise ValueError("give --data FILE or --corpus NAME, not both")
+    return o
+
+
+class StopOnSigint:
+    """While active, Ctrl-C (SIGINT) sets ``requested`` instead of raising; a second Ctrl-C raises at once."""
+
+    def __init__(self):
+        self.requested, self._old = False, None
+
+    def _handler(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self):
+        try:
+            self._old = signal.signal(signal.SIGINT, self._handler)
+        except ValueError:  # not the main thread: leave Ctrl-C alone
+            self._old = None
+        return self
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+        return False
+
+
+def text_sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _write_atomic(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def plot_losses(history: dict, path: Path, title: str) -> None:
+    """Training loss per step and validation loss at each evaluation, on one chart."""
+    from matplotlib.figure import Figure  # no pyplot: leaves the caller's backend (a notebook's) alone
+
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
+    ax.plot(np.arange(1, len(history["train_loss"]) + 1), history["train_loss"], lw=0.8, alpha=0.7, label="train")
+    ax.plot(history["eval_step"], history["val_loss"], "o-", label="validation (whole split)")
+    ax.set(xlabel="step", ylabel="loss (nats per token)", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    _write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+
+
+@dataclass
+class Session:
+    """A run in progress: what the loop reads and updates, and what a checkpoint saves."""
+
+    o: TrainOptions
+    adapter: models.Adapter
+    mod: object
+    cfg: object
+    tok: object
+    text: str
+    source: str
+    train_ids: np.ndarray
+    val_ids: np.ndarray
+    params: dict
+    opt_state: dict
+    rng: np.random.Generator  # draws every batch and dropout mask
+    carry: list | None = None  # a recurrent model's state, carried to the next batch
+    step: int = 0
+    history: dict = dataclasses.field(default_factory=lambda: {"train_loss": [], "eval_step": [], "val_loss": []})
+    spent: dict = dataclasses.field(default_factory=lambda: {"seconds": 0.0, "train_seconds": 0.0, "tokens": 0})
+    last_eval: dict | None = None
+    last_saved: int | None = None  # the step of the checkpoint on disk, if any
+
+    @property
+    def ckpt_path(self) -> Path:
+        return Path(self.o.out) / "checkpoint.npz"
+
+
+def start(opts: TrainOptions, resume: bool = False, explicit=None, log=print) -> Session:
+    """Check everything and build the session (fresh, or from the checkpoint in ``opts.out``).
+
+    Nothing is written here: a ValueError stops a bad run before it can touch a file.
+    ``explicit`` names the options the user set (default: those that differ
+    from TrainOptions' defaults); when resuming they must agree with the
+    checkpoint's, except steps, eval_every, stop_after and out.
+    """
+    if explicit is None:
+        explicit = {f.name for f in dataclasses.fields(opts) if getattr(opts, f.name) != f.default}
+    ckpt_path = Path(opts.out) / "checkpoint.npz"
+    if resume:
+        run = models.load_run(ckpt_path)
+        try:
+            saved = TrainOptions(**run.meta["options"])
+        except TypeError as e:
+            raise ValueError(f"corrupt checkpoint {ckpt_path}: its options are not minilm's ({e})") from None
+        for k in sorted(set(explicit) - set(RESUME_MAY_CHANGE)):
+            if getattr(opts, k) != getattr(saved, k):
+                raise ValueError(f"--{k.replace('_', '-')} {getattr(opts, k)} differs from the checkpoint's "
+                                 f"{getattr(saved, k)}; a resumed run keeps its settings")
+        o = resolve(dataclasses.replace(saved, out=opts.out, stop_after=opts.stop_after,
+                                        **{k: getattr(opts, k) for k in ("steps", "eval_every") if k in explicit}))
+        adapter, mod, tok = run.adapter, run.module, run.tokenizer
+    else:
+        if ckpt_path.exists():
+            raise ValueError(f"{ckpt_path} exists; continue it with --resume or choose another --out")
+        o = resolve(opts)
+        adapter = models.get(o.model)
+        mod = adapter.load()
+    text, source = load_text(o.data, o.corpus, log=log)
+    if resume and text_sha256(text) != run.meta.get("text_sha256"):
+        raise ValueError(f"the training text ({source}) is not the one checkpoint {ckpt_path} was trained on")
+    if not resume:
+        tok = (CharTokenizer.build(text, adapter.specials) if o.tokenizer == "char"
+               else WordTokenizer.build(text, o.max_vocab, adapter.specials))
+    train_ids, val_ids = split(tok.encode(text), o.val_fraction)
+    need = adapter.min_tokens(o)
+    if min(len(train_ids), len(val_ids)) < need:
+        raise ValueError(f"the text is too short: {len(train_ids)} training and {len(val_ids)} validation tokens, "
+                         f"--model {o.model} with these options needs at least {need} in each")
+    init_rng, rng = (np.random.default_rng(s) for s in np.random.SeedSequence(o.seed).spawn(2))
+    if not resume:
+        cfg = adapter.make_config(mod, o, tok.vocab_size)
+        params = mod.init_params(cfg, init_rng)
+        return Session(o, adapter, mod, cfg, tok, text, source, train_ids, val_ids, params,
+                       optim.init_state(params), rng)
+    meta = run.meta
+    if run.opt_state is None:
+        raise ValueError(f"checkpoint {ckpt_path} has no optimiser state and cannot be resumed")
+    if meta["step"] >= o.steps:
+        raise ValueError(f"checkpoint {ckpt_path} is at step {meta['step']} of --steps {o.steps}; "
+                         f"give a larger --steps")
+    if o.stop_after is not None and o.stop_after <= meta["step"]:
+        raise ValueError(f"--stop-after {o.stop_after} is not after the checkpoint's step {meta['step']}")
+    rng.bit_generator.state = meta["rng"]
+    return Session(o, adapter, mod, run.cfg, tok, text, source, train_ids, val_ids, run.params, run.opt_state, rng,
+                   run.carry, int(meta["step"]), meta["history"], meta["spent"], meta.get("last_eval"),
+                   last_saved=int(meta["step"]))
+
+
+def evaluate(s: Session) -> dict:
+    """Score the whole validation split and record it in the history."""
+    with np.errstate(over="ignore", invalid="ignore"):  # a diverged model is reported by the caller
+        r = s.adapter.evaluate(s.mod, s.params, s.cfg, s.val_ids, s.o, s.tok.kind == "char")
+    s.history["eval_step"].append(s.step)
+    s.history["val_loss"].append(r["loss"])
+    s.last_eval = r
+    return r
+
+
+def save(s: Session, seconds: float) -> dict:
+    """Write checkpoint.npz and metrics.json (each atomically); returns the metrics."""
+    o = s.o
+    meta = {"model": o.model, "config": dataclasses.asdict(s.cfg), "tokenizer": s.tok.to_dict(),
+            "options": dataclasses.asdict(dataclasses.replace(o, stop_after=None)), "step": s.step,
+            "rng": s.rng.bit_generator.state, "history": s.history, "text_sha256": text_sha256(s.text),
+            "source": s.source, "spent": {**s.spent, "seconds": seconds}, "last_eval": s.last_eval}
+    checkpoint.save(s.ckpt_path, meta, s.params, s.opt_state, s.carry)
+    s.last_saved = s.step
+    metrics = _metrics(s, seconds)
+    _write_atomic(Path(o.out) / "metrics.json", lambda tmp: Path(tmp).write_text(json.dumps(metrics, indent=2) + "\n"))
+    return metrics
+
+
+def _metrics(s: Session, seconds: float) -> dict:
+    recent, ev, sp = s.history["train_loss"][-s.o.eval_every :], s.last_eval, s.spent
+    m = {"model": s.o.model, "steps": s.step, "of_steps": s.o.steps,
+         "train_loss": float(np.mean(recent)) if recent else None,  # mean over the last eval_every steps
+         "val_loss": ev["loss"] if ev else None, "val_perplexity": ev["perplexity"] if ev else None,
+         "eval_step": s.history["eval_step"][-1] if s.history["eval_step"] else None,
+         "tokens_per_second": sp["tokens"] / sp["train_seconds"] if sp["train_seconds"] else None,
+         "seconds": seconds, "train_seconds": sp["train_seconds"], "n_params": models.n_params(s.params)}
+    if ev and "bits_per_char" in ev:
+        m["val_bits_per_char"] = ev["bits_per_char"]
+    if ev and "accuracy" in ev:
+        m["val_accuracy"] = ev["accuracy"]
+    return m
+
+
+def _diverged(s: Session, what: str, value: float, step: int):
+    where = (f"the last good checkpoint, step {s.last_saved}, is kept at {s.ckpt_path}" if s.last_saved is not None
+             else "no checkpoint was written")
+    return TrainingDiverged(f"{what} is {value} at step {step}; training stopped ({where}). "
+                            f"Try a smaller --lr or a tighter --clip.")
+
+
+def train(opts: TrainOptions, resume: bool = False, explicit=None, log=print, progress: bool = True,
+          plot: bool = True) -> dict:
+    """Run (or, with ``resume``, continue) training; returns the metrics written to metrics.json
+    plus ``interrupted`` (Ctrl-C) and ``finished`` (all steps done).
+
+    ``plot=False`` skips loss.png (drawn once, when the run ends).
+    Raises ValueError for bad options or input (nothing is written then),
+    TrainingDiverged when the loss or gradient stops being finite.
+    """
+    t_start = time.perf_counter()
+    s = start(opts, resume, explicit, log)
+    o, a = s.o, s.adapter
+
+    def seconds():
+        return s.spent["seconds"] + time.perf_counter() - t_start
+
+    from tqdm import tqdm
+
+    stop_at = o.steps if o.stop_after is None else min(o.steps, o.stop_after)
+    Path(o.out).mkdir(parents=True, exist_ok=True)
+    with StopOnSigint() as sigint, tqdm(total=o.steps, initial=s.step, disable=not progress, desc=o.model,
+                                        unit="step", dynamic_ncols=True) as bar:
+        log(f"training {o.model} ({models.n_params(s.params):,} parameters) on {s.source}: {len(s.train_ids):,} "
+            f"training and {len(s.val_ids):,} validation tokens, vocabulary {s.tok.vocab_size}; "
+            f"steps {s.step} -> {o.steps}", flush=True)
+        while s.step < stop_at:
+            t0 = time.perf_counter()
+            batch = a.batch(o, s.train_ids, s.step, s.rng)
+            with np.errstate(over="ignore", invalid="ignore"):  # a diverging run is reported below, in one line
+                loss, grads, carry = a.step(s.mod, s.params, s.cfg, batch, s.rng, s.carry)
+            if not math.isfinite(loss):
+                raise _diverged(s, "the training loss", loss, s.step + 1)
+            norm = optim.clip_grad_norm(grads, o.clip)
+            if not math.isfinite(norm):
+                raise _diverged(s, "the gradient norm", norm, s.step + 1)
+            lr = optim.lr_at(s.step, o.lr, o.min_lr, o.warmup, o.steps)
+            optim.adamw_step(s.params, grads, s.opt_state, lr, o.beta1, o.beta2, weight_decay=o.weight_decay)
+            s.carry, s.step = carry, s.step + 1
+            s.spent["train_seconds"] += time.perf_counter() - t0
+            s.spent["tokens"] += a.tokens_per_batch(o)
+            s.history["train_loss"].append(float(loss))
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.1e}", refresh=False)
+            if s.step % o.eval_every == 0 or s.step == o.steps:
+                r = evaluate(s)
+                if not math.isfinite(r["loss"]):
+                    raise _diverged(s, "the validation loss", r["loss"], s.step)
+                bar.write(f"step {s.step}: train loss {np.mean(s.history['train_loss'][-o.eval_every:]):.4f}, "
+                          f"val loss {r['loss']:.4f}, val perplexity {r['perplexity']:.2f}")
+                metrics = save(s, seconds())
+            elif s.step == stop_at or sigint.requested:
+                metrics = save(s, seconds())
+            if sigint.requested:
+                break
+    if plot:
+        plot_losses(s.history, Path(o.out) / "loss.png", f"{o.model} on {s.source.split(' (')[0]}")
+    return {**metrics, "interrupted": sigint.requested, "finished": s.step >= o.steps}
