@@ -17,6 +17,7 @@ MODULES = [
     "minilm.cases.transformer",
     "minilm.cases.ngram",
     "minilm.cases.lstm",
+    "minilm.cases.seq2seq",
 ]
 
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from functools import lru_cache
 
 import numpy as np
 
@@ -66,6 +67,7 @@ def _english_below_100(n: int) -> str:
     return ONES[n] if n < 20 else TENS[n // 10] + (f"-{ONES[n % 10]}" if n % 10 else "")
 
 
+@lru_cache(maxsize=1000)  # a group of three digits is spelled the same wherever it stands
 def _english_below_1000(n: int) -> str:
     h, r = divmod(n, 100)
     if not h:
@@ -155,6 +157,7 @@ def english_to_int(text: str) -> int:
 
 # ---- Chinese ---------------------------------------------------------------------------------------------
 
+@lru_cache(maxsize=10_000)  # a section of four digits is written the same wherever it stands
 def _chinese_section(n: int) -> str:
     """0 < n < 10^4 -> 一千零一十 (1010): one 零 per inner run of zeros, none at the end."""
     out, zero_pending, started = "", False, False
