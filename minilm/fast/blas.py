@@ -1,0 +1,69 @@
+"""Run NumPy's BLAS on one thread while the fast path splits matrix products itself.
+
+OpenBLAS splits one matrix product over its threads and makes them wait for
+one another by spinning.  For the products of a small model (768 x 128 by
+128 x 512, say) that waiting is a large part of the time, and on a machine
+that is also running something else a spinning thread that has lost its
+core holds up the whole product.  The fast path therefore sets BLAS to one
+thread for the duration of a step and cuts each large product into two
+halves of rows that run on two Python threads (minilm.fast.kernels.matmul),
+which wait for each other by sleeping instead.
+
+``one_thread()`` is a context manager that does the switch and restores the
+previous thread count; it yields False (and changes nothing) when NumPy's
+BLAS is not an OpenBLAS it can find, and the fast path then leaves the
+products to BLAS.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import glob
+import os
+from contextlib import contextmanager
+
+import numpy as np
+
+_SET = ("scipy_openblas_set_num_threads64_", "openblas_set_num_threads64_", "openblas_set_num_threads")
+_GET = ("scipy_openblas_get_num_threads64_", "openblas_get_num_threads64_", "openblas_get_num_threads")
+_api = None
+
+
+def _find():
+    """(get, set) functions of the OpenBLAS NumPy loaded, or None."""
+    paths = glob.glob(os.path.join(os.path.dirname(np.__file__), os.pardir, "numpy.libs", "*openblas*"))
+    paths += glob.glob(os.path.join(os.path.dirname(np.__file__), ".dylibs", "*openblas*"))
+    for path in paths:
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        get = next((getattr(lib, n) for n in _GET if hasattr(lib, n)), None)
+        set_ = next((getattr(lib, n) for n in _SET if hasattr(lib, n)), None)
+        if get is not None and set_ is not None:
+            get.restype, set_.argtypes = ctypes.c_int, [ctypes.c_int]
+            return get, set_
+    return None
+
+
+def api():
+    global _api
+    if _api is None:
+        _api = _find() or False
+    return _api
+
+
+@contextmanager
+def one_thread():
+    """BLAS on one thread inside the block (yields True), or untouched (yields False)."""
+    found = api()
+    if not found:
+        yield False
+        return
+    get, set_ = found
+    before = get()
+    set_(1)
+    try:
+        yield True
+    finally:
+        set_(before)

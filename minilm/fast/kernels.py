@@ -1,0 +1,212 @@
+"""The fast path's building blocks: the same formulas as the plain modules, written into buffers.
+
+Each function here mirrors a plain one and says which; the formula is the
+same, only the way it is evaluated differs:
+
+* every result goes into an array the caller allocated once (``out=``), so a
+  training step allocates almost nothing;
+* row sums and means are matrix-vector products with a ones vector (one BLAS
+  call instead of a reduction along a short axis, which NumPy does slowly);
+* long elementwise chains run in cache-sized blocks on two threads
+  (minilm.fast.threads);
+* constants are cast to the arrays' dtype, so float32 stays float32.
+
+Shapes follow the package legend; M = B T is the number of token positions.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from minilm.activations import GELU_C
+from minilm.fast.threads import run_halves, run_rows, scratch
+
+# ---- matrix products ----
+
+
+def matmul(a, b, out) -> None:
+    """out = a @ b, 2-D, in one BLAS call."""
+    np.matmul(a, b, out=out)
+
+
+def matmul_split(a, b, out) -> None:
+    """out = a @ b, 2-D, the two halves of a's rows on two threads (with BLAS on one thread: minilm.fast.blas)."""
+    if a.shape[0] >= 128:
+        run_halves(lambda lo, hi: np.matmul(a[lo:hi], b, out=out[lo:hi]), a.shape[0])
+    else:
+        np.matmul(a, b, out=out)
+
+
+# ---- LayerNorm (mirrors minilm.layernorm) -------------------------------------------------------
+
+
+def layernorm_forward(x, gamma, beta, out, xhat, rstd, eps: float = 1e-5) -> None:
+    """out = gamma * xhat + beta,  xhat = (x - mu) / sqrt(var + eps)   (minilm.layernorm.layernorm_forward).
+
+    x, out, xhat: (M, C); rstd: (M,) receives 1 / sqrt(var + eps).  out is used as scratch first.
+    """
+    f = x.dtype.type
+    C = x.shape[1]
+    inv_c = np.full(C, 1 / C, x.dtype)  # (C,): x @ inv_c is the row mean
+    mu = x @ inv_c  # (M, C) x (C,) -> (M,)
+    np.subtract(x, mu[:, None], out=xhat)  # (M, C), x - mu
+    np.multiply(xhat, xhat, out=out)  # (M, C)
+    var = out @ inv_c  # (M,), biased variance
+    var += f(eps)
+    np.sqrt(var, out=rstd)
+    np.reciprocal(rstd, out=rstd)  # (M,)
+    xhat *= rstd[:, None]  # (M, C)
+    np.multiply(xhat, gamma, out=out)  # (M, C)
+    out += beta
+
+
+def layernorm_backward(dy, xhat, rstd, gamma, dx_acc, dgamma, dbeta, tmp, ones_m) -> None:
+    """dx = rstd * (g - mean(g) - xhat * mean(g * xhat)),  g = dy * gamma   (minilm.layernorm.layernorm_backward).
+
+    Adds dx into dx_acc (M, C) -- the residual stream's gradient, so the add is free -- and writes
+    dgamma = sum_rows dy * xhat and dbeta = sum_rows dy.  dy (M, C) is overwritten; tmp (M, C) is scratch.
+    The row means are matrix-vector products: mean(g) = dy @ (gamma / C), mean(g * xhat) = (dy * xhat) @ (gamma / C).
+    """
+    C = dy.shape[1]
+    gamma_c = gamma / dy.dtype.type(C)  # (C,)
+    np.matmul(ones_m, dy, out=dbeta)  # (M,) x (M, C) -> (C,)
+    np.multiply(dy, xhat, out=tmp)  # (M, C), dy * xhat
+    np.matmul(ones_m, tmp, out=dgamma)  # (C,)
+    b = tmp @ gamma_c  # (M,), mean(g * xhat)
+    a = dy @ gamma_c  # (M,), mean(g)
+    dy *= gamma  # (M, C), g
+    dy -= a[:, None]
+    np.multiply(xhat, b[:, None], out=tmp)  # (M, C)
+    dy -= tmp
+    dy *= rstd[:, None]  # (M, C), dx
+    dx_acc += dy
+
+
+# ---- GELU, tanh form (mirrors minilm.activations.gelu_forward / gelu_backward) -------------------
+
+GELU_K = 0.044715
+
+
+def gelu_bias_forward(f, bias, s, g) -> None:
+    """f += bias;  g = f * s,  s = sigmoid(2u) = 1 / (1 + exp(-2u)),  u = sqrt(2/pi) (f + 0.044715 f^3).
+
+    f, s, g: (M, F), changed in place; s and g are kept for the backward.  As in the plain
+    gelu_forward, -2u is clamped at 40 * 2 sqrt(2/pi) so exp cannot overflow.
+    """
+    dt = f.dtype.type
+    c = dt(2 * GELU_C)
+    ck, cap = dt(-2 * GELU_C * GELU_K), dt(40 * 2 * GELU_C)
+
+    def chain(lo, hi, _):
+        x, z = f[lo:hi], s[lo:hi]
+        x += bias  # (rows, F), the linear layer's bias
+        np.multiply(x, x, out=z)
+        z *= ck
+        z -= c  # -c (1 + 0.044715 x^2)
+        z *= x  # -2u
+        np.minimum(z, cap, out=z)
+        np.exp(z, out=z)
+        z += dt(1)
+        np.reciprocal(z, out=z)  # s = sigmoid(2u)
+        np.multiply(x, z, out=g[lo:hi])  # (rows, F)
+
+    run_rows(chain, f.shape[0], f.shape[1])
+
+
+def gelu_backward_inplace(dy, f, s) -> None:
+    """dy *= s + x s (1 - s) c (1 + 3 * 0.044715 x^2),  c = 2 sqrt(2/pi),  x = f   (in place, (M, F))."""
+    dt = f.dtype.type
+    c, c3k = dt(2 * GELU_C), dt(2 * GELU_C * 3 * GELU_K)
+
+    def chain(lo, hi, store):
+        x, sv, d = f[lo:hi], s[lo:hi], dy[lo:hi]
+        t = scratch(store, "t", x.shape, x.dtype)
+        u = scratch(store, "u", x.shape, x.dtype)
+        np.multiply(x, x, out=t)
+        t *= c3k
+        t += c  # c (1 + 3k x^2), du/dx times 2
+        t *= x
+        np.subtract(dt(1), sv, out=u)  # 1 - s
+        u *= sv  # s (1 - s)
+        t *= u
+        t += sv
+        d *= t
+
+    run_rows(chain, f.shape[0], f.shape[1])
+
+
+# ---- causal self-attention core (mirrors minilm.attention.attention_forward / _backward) ----------
+
+
+def causal_additive_mask(T: int, dtype) -> np.ndarray:
+    """(T, T): 0 where query t may see key s (s <= t), -inf above the diagonal.
+
+    Added to the scores this is the plain code's np.where(mask, scores, lowest): a masked key
+    gets weight exactly 0.  The diagonal is always visible, so no row is fully masked.
+    """
+    return np.triu(np.full((T, T), -np.inf, dtype), k=1)  # (T, T)
+
+
+def attention_forward(q, k, v, P, out, mask_add, scale) -> None:
+    """out = softmax(q k^T / sqrt(hs) + M) v over the batch axis in two halves (two threads).
+
+    q, k, v: (B, H, T, hs) views; q is scaled by 1/sqrt(hs) in place (the backward uses the scaled q).
+    P: (B, H, T, T) receives the weights; out: (B, H, T, hs) view receives the heads.
+    """
+    ones_t = np.ones(P.shape[-1], P.dtype)
+
+    def half(lo, hi):
+        qs, S = q[lo:hi], P[lo:hi]
+        qs *= scale  # (b, H, T, hs)
+        np.matmul(qs, k[lo:hi].swapaxes(-1, -2), out=S)  # (b, H, T, hs) x (b, H, hs, T) -> (b, H, T, T)
+        S += mask_add  # (b, H, T, T), -inf at future keys
+        S -= S.max(axis=-1, keepdims=True)  # every exponent <= 0
+        np.exp(S, out=S)
+        r = S @ ones_t  # (b, H, T), the row sums
+        np.reciprocal(r, out=r)
+        S *= r[..., None]  # (b, H, T, T), rows sum to 1
+        np.matmul(S, v[lo:hi], out=out[lo:hi])  # (b, H, T, T) x (b, H, T, hs) -> (b, H, T, hs)
+
+    run_halves(half, q.shape[0])
+
+
+def attention_backward(dout, q, k, v, P, dP, dq, dk, dv, scale) -> None:
+    """dv = P^T dout;  dP = dout v^T;  dS = P * (dP - rowsum(dP * P));  dq = dS k / sqrt(hs);  dk = dS^T q / sqrt(hs).
+
+    q is the scaled q of the forward, so dk = dS^T q needs no further scale.  P and dP (B, H, T, T)
+    are overwritten; dq, dk, dv are (B, H, T, hs) views into the gradient of the q/k/v projection.
+    """
+    ones_t = np.ones(P.shape[-1], P.dtype)
+
+    def half(lo, hi):
+        p, d, g = P[lo:hi], dP[lo:hi], dout[lo:hi]
+        np.matmul(p.swapaxes(-1, -2), g, out=dv[lo:hi])  # (b, H, T, T) x (b, H, T, hs) -> (b, H, T, hs)
+        np.matmul(g, v[lo:hi].swapaxes(-1, -2), out=d)  # (b, H, T, hs) x (b, H, hs, T) -> (b, H, T, T)
+        d *= p  # dP * P
+        r = d @ ones_t  # (b, H, T), rowsum(dP * P)
+        p *= r[..., None]
+        d -= p  # dS = P dP - P rowsum(dP P)
+        np.matmul(d, k[lo:hi], out=dq[lo:hi])  # (b, H, T, T) x (b, H, T, hs) -> (b, H, T, hs)
+        dq[lo:hi] *= scale
+        np.matmul(d.swapaxes(-1, -2), q[lo:hi], out=dk[lo:hi])  # (b, H, T, T) x (b, H, T, hs) -> (b, H, T, hs)
+
+    run_halves(half, P.shape[0])
+
+
+# ---- cross-entropy (mirrors minilm.softmax.cross_entropy_forward / _backward) -----------------------
+
+
+def cross_entropy_inplace(logits, targets, ones_v) -> float:
+    """Mean of -log softmax(logits)[target]; logits (M, V) is replaced by dloss/dlogits = (softmax - onehot) / M."""
+    M = logits.shape[0]
+    rows = np.arange(M)
+    logits -= logits.max(axis=1, keepdims=True)  # (M, V), every exponent <= 0
+    picked = logits[rows, targets]  # (M,), z at the target
+    np.exp(logits, out=logits)  # (M, V)
+    total = logits @ ones_v  # (M,), sum of exponentials
+    loss = float(np.mean(np.log(total) - picked, dtype=np.float64))
+    total *= logits.dtype.type(M)
+    np.reciprocal(total, out=total)
+    logits *= total[:, None]  # softmax / M
+    logits[rows, targets] -= logits.dtype.type(1 / M)
+    return loss

@@ -1,0 +1,92 @@
+"""Elementwise work in cache-sized blocks, shared between two threads.
+
+NumPy runs every elementwise operation (exp, multiply, add, ...) on one core,
+while a matrix multiply uses all of them.  A chain such as GELU,
+``s = 1 / (1 + exp(z))``, ``y = x * s``, makes one pass over memory per
+operation; done on a whole (B T, F) array each pass streams megabytes through
+the cache.  Two things make such chains cheaper, and ``run_rows`` does both:
+
+* blocks: the rows are cut into blocks of about ``BLOCK`` elements (256 kB of
+  float32, which stays in the L2 cache), and the whole chain runs on one block
+  before the next, so every pass after the first reads the cache;
+* threads: NumPy releases the interpreter lock inside each operation, so a
+  second thread can run the chain on the other half of the rows at the same
+  time.  With two cores the chain takes about half the time.
+
+``chain(lo, hi, scratch)`` must touch only rows lo:hi of its arrays, so the
+two halves never share memory; ``scratch`` is a per-thread dict for
+temporaries.  MINILM_THREADS=1 runs everything on the calling thread.
+
+When NumPy's BLAS is OpenBLAS, its worker threads spin for a while after each
+matrix multiply and compete with the second thread for the cores.
+``python -m minilm`` and the benchmarks set OPENBLAS_THREAD_TIMEOUT=4 (the
+smallest value OpenBLAS accepts) before NumPy loads, which makes them sleep
+almost at once.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+BLOCK = 65536  # elements per block: 256 kB of float32
+
+_pool: ThreadPoolExecutor | None = None
+_scratch = ({}, {})  # one dict of temporaries for each of the two threads
+
+
+def n_threads() -> int:
+    """2 when a second core is there (MINILM_THREADS=1 forces 1)."""
+    want = int(os.environ.get("MINILM_THREADS", "2"))
+    return max(1, min(2, want, os.cpu_count() or 1))
+
+
+def _worker() -> ThreadPoolExecutor:
+    global _pool
+    if _pool is None:
+        _pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="minilm")
+    return _pool
+
+
+def _blocks(chain, lo: int, hi: int, step: int, scratch: dict) -> None:
+    for a in range(lo, hi, step):
+        chain(a, min(a + step, hi), scratch)
+
+
+def run_rows(chain, n_rows: int, row_size: int, min_rows: int = 1) -> None:
+    """Call ``chain(lo, hi, scratch)`` over rows 0..n_rows in blocks of about BLOCK elements,
+    half of the blocks on a worker thread and half on this one.
+
+    ``row_size`` is the number of elements in one row (it sets the block height);
+    arrays smaller than two blocks run on this thread alone.
+    """
+    step = max(min_rows, BLOCK // max(1, row_size))
+    if n_threads() == 1 or n_rows * row_size < 2 * BLOCK or n_rows < 2 * step:
+        _blocks(chain, 0, n_rows, step, _scratch[0])
+        return
+    half = (n_rows // step + 1) // 2 * step  # split on a block boundary
+    job = _worker().submit(_blocks, chain, 0, half, step, _scratch[1])
+    _blocks(chain, half, n_rows, step, _scratch[0])
+    job.result()
+
+
+def run_halves(fn, n: int) -> None:
+    """Call ``fn(lo, hi)`` for the two halves of 0..n, one on a worker thread (used over the batch
+    axis for attention, whose many small matrix multiplies each run on one core)."""
+    if n_threads() == 1 or n < 2:
+        fn(0, n)
+        return
+    half = n // 2
+    job = _worker().submit(fn, 0, half)
+    fn(half, n)
+    job.result()
+
+
+def scratch(store: dict, name: str, shape, dtype):
+    """A temporary array from a thread's scratch dict, reused while its shape and dtype stay the same."""
+    a = store.get(name)
+    if a is None or a.shape != tuple(shape) or a.dtype != dtype:
+        a = store[name] = np.empty(shape, dtype)
+    return a
