@@ -1,0 +1,282 @@
+"""The causal Transformer LM of minilm.transformer, pre-LN, trained fast.
+
+Same model, same parameter names, same numbers (tests/test_fast.py checks the
+loss, every gradient and a whole AdamW step against minilm.transformer); what
+differs is how the work is laid out:
+
+* parameters, gradients and AdamW moments are one flat buffer each
+  (minilm.fast.flat); ``params`` and ``grads`` are dicts of views into them,
+  under the plain model's names;
+* W_q, W_k, W_v are the column blocks of one stored (C, 3C) matrix, so one
+  matmul gives q, k and v, and the heads are strided views of its result;
+* every activation the backward needs lives in a buffer allocated once for a
+  batch shape and reused by every step;
+* LayerNorm's and softmax's row sums are matrix-vector products, GELU and
+  AdamW run in cache-sized blocks on two threads, attention runs each half of
+  the batch on its own thread (its matmuls are too small for BLAS threads);
+* the causal mask is added to the scores (0 or -inf) instead of np.where.
+
+The step, for M = B T positions (the plain code's names in brackets):
+
+    x = wte[idx] (* sqrt(C)) + pos                    (M, C)  [embedding_forward, positional]
+    per layer:  n1 = LN1(x);  qkv = n1 W_qkv + b_qkv   (M, 3C) [layernorm_forward, mha_forward]
+                x += softmax(q k^T / sqrt(hs) + M) v W_o + b_o    [attention_forward]
+                n2 = LN2(x);  x += act(n2 W1 + b1) W2 + b2        [ffn_forward]
+    logits = LN_f(x) W_head + b_head                  (M, V)
+    loss = cross-entropy;  the backward walks the same lines in reverse.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from minilm.fast import kernels as K
+from minilm.fast.blas import one_thread
+from minilm.fast.flat import FlatParams
+from minilm.fast.threads import n_threads, run_rows
+from minilm.positional import sinusoidal_table
+from minilm.validate import check_ids
+
+
+def supports(cfg) -> bool:
+    """The fast path covers pre-LN causal LMs without dropout (the nanoGPT family), any activation,
+    positions, embedding scale and weight tying; other configurations use minilm.transformer."""
+    return (getattr(cfg, "norm", "pre") == "pre" and getattr(cfg, "causal", True)
+            and not getattr(cfg, "dropout", 0.0) and getattr(cfg, "final_norm", True)
+            and _activation(cfg) in ("gelu", "relu"))
+
+
+def _activation(cfg) -> str:
+    return getattr(cfg, "ffn", None) or getattr(cfg, "activation", "relu")
+
+
+def _positions(cfg) -> str:
+    return getattr(cfg, "pos", None) or getattr(cfg, "positions", "sinusoidal")
+
+
+def layout(cfg):
+    """(entries, aliases) for FlatParams: what is stored, and the plain names that are views of it."""
+    V, C, L = cfg.vocab_size, cfg.n_embd, cfg.n_layer
+    F = 4 * C
+    entries = [("wte", (V, C), True)]
+    if _positions(cfg) == "learned":
+        entries.append(("wpe", (cfg.block_size, C), True))
+    aliases = {}
+    for l in range(L):
+        h = f"h{l}."
+        entries += [(h + "attn.W_qkv", (C, 3 * C), True), (h + "attn.W_o", (C, C), True),
+                    (h + "ffn.W1", (C, F), True), (h + "ffn.W2", (F, C), True),
+                    (h + "ln1.gamma", (C,), False), (h + "ln1.beta", (C,), False),
+                    (h + "attn.b_qkv", (3 * C,), False), (h + "attn.b_o", (C,), False),
+                    (h + "ln2.gamma", (C,), False), (h + "ln2.beta", (C,), False),
+                    (h + "ffn.b1", (F,), False), (h + "ffn.b2", (C,), False)]
+        for i, name in enumerate("qkv"):
+            cols = slice(i * C, (i + 1) * C)
+            aliases[h + f"attn.W_{name}"] = (h + "attn.W_qkv", (slice(None), cols))  # (C, C) column block
+            aliases[h + f"attn.b_{name}"] = (h + "attn.b_qkv", cols)  # (C,)
+    entries += [("ln_f.gamma", (C,), False), ("ln_f.beta", (C,), False)]
+    if not cfg.tie_weights:
+        entries.append(("lm_head.W", (C, V), True))
+    entries.append(("lm_head.b", (V,), False))
+    return entries, aliases
+
+
+class FastTransformer:
+    """Flat buffers and reusable activations for one config; ``step`` trains, ``loss_and_grads`` checks.
+
+    ``params`` and ``grads`` are dicts of views (the plain model's keys); write into
+    ``params[k][...]`` or call ``load`` to set them.  ``opt_state()`` / ``load_opt_state``
+    convert AdamW's moments to and from minilm.optim's state dict.
+    """
+
+    def __init__(self, cfg, params: dict | None = None, dtype=np.float32):
+        if not supports(cfg):
+            raise ValueError("FastTransformer needs a pre-LN causal config without dropout; "
+                             "use minilm.transformer for this one")
+        self.cfg = cfg
+        self.flat = FlatParams(*layout(cfg), dtype=dtype)
+        self.dtype = self.flat.dtype
+        self.params, self.grads = self.flat.params, self.flat.grads
+        self._ws_shape, self._ws = None, None
+        if params is not None:
+            self.flat.load(params)
+
+    def load(self, params: dict) -> None:
+        self.flat.load(params)
+
+    def opt_state(self) -> dict:
+        return self.flat.opt_state()
+
+    def load_opt_state(self, state: dict) -> None:
+        self.flat.load_opt_state(state)
+
+    # ---- buffers ----
+
+    def _workspace(self, B: int, T: int):
+        if self._ws_shape == (B, T):
+            return self._ws
+        cfg, dt = self.cfg, self.dtype
+        C, H, V = cfg.n_embd, cfg.n_head, cfg.vocab_size
+        M, F = B * T, 4 * C
+        e = lambda *shape: np.empty(shape, dt)  # noqa: E731
+        layers = [dict(xhat1=e(M, C), rstd1=e(M), n1=e(M, C), qkv=e(M, 3 * C), P=e(B, H, T, T), att=e(M, C),
+                       xhat2=e(M, C), rstd2=e(M), n2=e(M, C), f=e(M, F), s=e(M, F), a=e(M, F))
+                  for _ in range(cfg.n_layer)]
+        ws = dict(layers=layers, x=e(M, C), tmp=e(M, C), xhat_f=e(M, C), rstd_f=e(M), n_f=e(M, C),
+                  logits=e(M, V), dx=e(M, C), dn=e(M, C), dF=e(M, F), dqkv=e(M, 3 * C), dP=e(B, H, T, T),
+                  ones_m=np.ones(M, dt), ones_v=np.ones(V, dt), mask=K.causal_additive_mask(T, dt))
+        if _positions(cfg) == "sinusoidal":
+            ws["pe"] = sinusoidal_table(T, C, dt)  # (T, C), a constant
+        self._ws_shape, self._ws = (B, T), ws
+        return ws
+
+    def _heads(self, a, B, T):
+        """(M, C) -> (B, H, T, hs) strided view (the plain split_heads, without a copy)."""
+        H = self.cfg.n_head
+        return a.reshape(B, T, H, -1).transpose(0, 2, 1, 3)
+
+    # ---- forward and backward ----
+
+    def forward_backward(self, idx: np.ndarray, targets: np.ndarray) -> float:
+        """Mean next-token cross-entropy of ``targets`` given ``idx`` (both (B, T) ids); fills ``grads``."""
+        if n_threads() == 1:
+            return self._forward_backward(idx, targets, K.matmul)
+        with one_thread() as split:
+            return self._forward_backward(idx, targets, K.matmul_split if split else K.matmul)
+
+    def _forward_backward(self, idx, targets, mm) -> float:
+        cfg, P, G = self.cfg, self.flat.raw, self.flat.graw
+        idx = check_ids(idx, cfg.vocab_size, "idx")
+        targets = check_ids(targets, cfg.vocab_size, "targets")
+        if idx.ndim != 2 or targets.shape != idx.shape:
+            raise ValueError(f"idx and targets must both have shape (B, T), got {idx.shape} and {targets.shape}")
+        B, T = idx.shape
+        if T > cfg.block_size:
+            raise ValueError(f"sequence length T = {T} exceeds block_size {cfg.block_size}")
+        ws = self._workspace(B, T)
+        dt, C = self.dtype.type, cfg.n_embd
+        hs = C // cfg.n_head
+        scale = dt(1 / math.sqrt(hs))
+        emb_scale = dt(math.sqrt(C)) if getattr(cfg, "scale_embed", False) else None
+        x, tmp = ws["x"], ws["tmp"]
+        ids = idx.reshape(-1)
+
+        # x = wte[idx] (* sqrt(C)) + positions                                  (M, C)
+        np.take(P["wte"], ids, axis=0, out=x)
+        if emb_scale is not None:
+            x *= emb_scale
+        x3 = x.reshape(B, T, C)
+        x3 += P["wpe"][:T] if "wpe" in P else ws["pe"]
+        for l, c in enumerate(ws["layers"]):
+            h = f"h{l}."
+            K.layernorm_forward(x, P[h + "ln1.gamma"], P[h + "ln1.beta"], c["n1"], c["xhat1"], c["rstd1"])
+            mm(c["n1"], P[h + "attn.W_qkv"], c["qkv"])  # (M, C) x (C, 3C) -> (M, 3C)
+            c["qkv"] += P[h + "attn.b_qkv"]
+            q, k, v = (self._heads(c["qkv"][:, i * C:(i + 1) * C], B, T) for i in range(3))  # (B, H, T, hs)
+            K.attention_forward(q, k, v, c["P"], self._heads(c["att"], B, T), ws["mask"], scale)
+            mm(c["att"], P[h + "attn.W_o"], tmp)  # (M, C) x (C, C) -> (M, C)
+            x += tmp
+            x += P[h + "attn.b_o"]
+            K.layernorm_forward(x, P[h + "ln2.gamma"], P[h + "ln2.beta"], c["n2"], c["xhat2"], c["rstd2"])
+            mm(c["n2"], P[h + "ffn.W1"], c["f"])  # (M, C) x (C, F) -> (M, F)
+            self._act_forward(c, P[h + "ffn.b1"])  # a = act(f + b1)
+            mm(c["a"], P[h + "ffn.W2"], tmp)  # (M, F) x (F, C) -> (M, C)
+            x += tmp
+            x += P[h + "ffn.b2"]
+        K.layernorm_forward(x, P["ln_f.gamma"], P["ln_f.beta"], ws["n_f"], ws["xhat_f"], ws["rstd_f"])
+        W_head = P["wte"].T if cfg.tie_weights else P["lm_head.W"]  # (C, V)
+        logits = ws["logits"]
+        mm(ws["n_f"], W_head, logits)  # (M, C) x (C, V) -> (M, V)
+        logits += P["lm_head.b"]
+        loss = K.cross_entropy_inplace(logits, targets.reshape(-1), ws["ones_v"])  # logits -> dlogits
+
+        # ---- backward ----
+        dlogits, dx, dn, ones_m = logits, ws["dx"], ws["dn"], ws["ones_m"]
+        np.matmul(ones_m, dlogits, out=G["lm_head.b"])  # (V,)
+        if cfg.tie_weights:
+            mm(dlogits.T, ws["n_f"], G["wte"])  # (V, M) x (M, C) -> (V, C), the head's share
+            mm(dlogits, P["wte"], dn)  # (M, V) x (V, C) -> (M, C)
+        else:
+            mm(ws["n_f"].T, dlogits, G["lm_head.W"])  # (C, M) x (M, V) -> (C, V)
+            mm(dlogits, W_head.T, dn)  # (M, V) x (V, C) -> (M, C)
+        dx.fill(0)
+        K.layernorm_backward(dn, ws["xhat_f"], ws["rstd_f"], P["ln_f.gamma"], dx, G["ln_f.gamma"],
+                             G["ln_f.beta"], tmp, ones_m)
+        dF, dqkv = ws["dF"], ws["dqkv"]
+        for l in reversed(range(cfg.n_layer)):
+            c, h = ws["layers"][l], f"h{l}."
+            # x += a W2 + b2:  dW2 = a^T dx,  db2 = sum dx,  da = dx W2^T
+            np.matmul(ones_m, dx, out=G[h + "ffn.b2"])  # (C,)
+            mm(c["a"].T, dx, G[h + "ffn.W2"])  # (F, M) x (M, C) -> (F, C)
+            mm(dx, P[h + "ffn.W2"].T, dF)  # (M, C) x (C, F) -> (M, F)
+            self._act_backward(c, dF)  # df = act'(f) da
+            np.matmul(ones_m, dF, out=G[h + "ffn.b1"])  # (F,)
+            mm(c["n2"].T, dF, G[h + "ffn.W1"])  # (C, M) x (M, F) -> (C, F)
+            mm(dF, P[h + "ffn.W1"].T, dn)  # (M, F) x (F, C) -> (M, C)
+            K.layernorm_backward(dn, c["xhat2"], c["rstd2"], P[h + "ln2.gamma"], dx, G[h + "ln2.gamma"],
+                                 G[h + "ln2.beta"], tmp, ones_m)
+            # x += att W_o + b_o
+            np.matmul(ones_m, dx, out=G[h + "attn.b_o"])  # (C,)
+            mm(c["att"].T, dx, G[h + "attn.W_o"])  # (C, M) x (M, C) -> (C, C)
+            mm(dx, P[h + "attn.W_o"].T, dn)  # (M, C) x (C, C) -> (M, C), d(att)
+            q, k, v = (self._heads(c["qkv"][:, i * C:(i + 1) * C], B, T) for i in range(3))
+            dq, dk, dv = (self._heads(dqkv[:, i * C:(i + 1) * C], B, T) for i in range(3))
+            K.attention_backward(self._heads(dn, B, T), q, k, v, c["P"], ws["dP"], dq, dk, dv, scale)
+            # qkv = n1 W_qkv + b_qkv
+            np.matmul(ones_m, dqkv, out=G[h + "attn.b_qkv"])  # (3C,)
+            mm(c["n1"].T, dqkv, G[h + "attn.W_qkv"])  # (C, M) x (M, 3C) -> (C, 3C)
+            mm(dqkv, P[h + "attn.W_qkv"].T, dn)  # (M, 3C) x (3C, C) -> (M, C)
+            K.layernorm_backward(dn, c["xhat1"], c["rstd1"], P[h + "ln1.gamma"], dx, G[h + "ln1.gamma"],
+                                 G[h + "ln1.beta"], tmp, ones_m)
+        # x = wte[idx] (* sqrt(C)) + positions
+        dx3 = dx.reshape(B, T, C)
+        if "wpe" in G:
+            G["wpe"][T:] = 0
+            dx3.sum(axis=0, out=G["wpe"][:T])  # (T, C)
+        if emb_scale is not None:
+            dx *= emb_scale
+        if not cfg.tie_weights:
+            G["wte"].fill(0)
+        np.add.at(G["wte"], ids, dx)  # (V, C), repeated ids accumulate
+        return loss
+
+    def _act_forward(self, c, b1) -> None:
+        if _activation(self.cfg) == "gelu":
+            K.gelu_bias_forward(c["f"], b1, c["s"], c["a"])
+        else:
+            f, a = c["f"], c["a"]
+            f += b1
+            np.maximum(f, 0, out=a)
+
+    def _act_backward(self, c, dF) -> None:
+        if _activation(self.cfg) == "gelu":
+            K.gelu_backward_inplace(dF, c["f"], c["s"])
+        else:
+            f = c["f"]
+
+            def chain(lo, hi, _):
+                np.multiply(dF[lo:hi], f[lo:hi] > 0, out=dF[lo:hi])
+
+            run_rows(chain, f.shape[0], f.shape[1])
+
+    # ---- what training and the tests call ----
+
+    def loss_and_grads(self, idx, targets) -> tuple[float, dict[str, np.ndarray]]:
+        """(loss, grads) like minilm.transformer.loss_and_grads; the grads are copies."""
+        loss = self.forward_backward(idx, targets)
+        return loss, {k: g.copy() for k, g in self.grads.items()}
+
+    def step(self, idx, targets, lr, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01,
+             max_norm=0.0) -> tuple[float, float]:
+        """One training step: loss and gradients, clipping, AdamW.  Returns (loss, gradient norm).
+
+        A non-finite loss or gradient norm leaves the parameters untouched (the caller decides what to do).
+        """
+        loss = self.forward_backward(idx, targets)
+        norm = self.flat.grad_norm()
+        if not (math.isfinite(loss) and math.isfinite(norm)):
+            return loss, norm
+        self.flat.adamw_step(lr, beta1, beta2, eps, weight_decay, max_norm, norm)
+        return loss, norm
