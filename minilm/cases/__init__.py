@@ -18,6 +18,7 @@ MODULES = [
     "minilm.cases.ngram",
     "minilm.cases.lstm",
     "minilm.cases.seq2seq",
+    "minilm.cases.finetune",
 ]
 
 
