@@ -422,7 +422,7 @@ def cmd_check(args) -> int:
     from minilm.grading import check
 
     return check(Path(args.dir), args.only, timeout=args.timeout, verbose=args.verbose, json_path=args.json,
-                 workers=args.jobs)
+                 workers=args.jobs, fast=args.fast)
 
 
 def add_exercise_parser(sub) -> None:
@@ -442,6 +442,8 @@ def add_exercise_parser(sub) -> None:
     c.add_argument("--timeout", type=float, default=120.0, help="seconds allowed per exercise (default 120)")
     c.add_argument("-j", "--jobs", type=int, default=min(4, os.cpu_count() or 1),
                    help="grading processes run in parallel (default: the number of cores, at most 4)")
+    c.add_argument("--fast", action="store_true",
+                   help="skip the finite differences: only compare every output with the reference's")
     c.add_argument("-v", "--verbose", action="store_true", help="print every checked output's error")
     c.add_argument("--json", metavar="FILE", help="also write the grades to FILE as JSON (for an autograder)")
     c.set_defaults(fn=cmd_check)
