@@ -57,17 +57,11 @@ def test_check_model_names_a_missing_gradient():
         check_model(lambda p: (0.0, {"w": np.zeros(3)}), {"w": np.zeros(3), "b": np.zeros(1)})
 
 
-def test_every_registered_case_passes():
-    for c in all_cases():
-        errors = c.run()
-        assert errors and max(errors.values()) <= TOLERANCE, (c.group, c.name, errors)
-
-
 def test_gradcheck_command_exits_1_on_a_failing_case(capsys):
     all_cases()
     REGISTRY.append(Case("test", "deliberately wrong", lambda: {"dx": 0.5}))
     try:
-        assert cli.main(["gradcheck"]) == 1
+        assert cli.main(["gradcheck", "--only", "test/"]) == 1
     finally:
         REGISTRY.pop()
     out = capsys.readouterr().out
@@ -76,7 +70,8 @@ def test_gradcheck_command_exits_1_on_a_failing_case(capsys):
 
 def test_gradcheck_command_lists_the_ops_and_exits_0():
     out = subprocess.run([sys.executable, "-m", "minilm", "gradcheck"], capture_output=True, text=True)
-    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.returncode == 0, out.stdout + out.stderr  # every registered case passed
+    assert "FAIL" not in out.stdout and "not implemented" not in out.stdout
     for name in ["linear", "relu", "gelu", "tanh", "sigmoid", "softmax", "log-softmax", "cross-entropy",
                  "embedding", "layernorm", "dropout"]:
         assert name in out.stdout
