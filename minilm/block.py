@@ -13,6 +13,11 @@ A block's parameters live in the model's dict under a prefix (``h0.``):
 ``attn.W_q`` ... ``attn.b_o`` (minilm.attention), ``ln1.gamma``,
 ``ln1.beta``, ``ffn.W1``, ``ffn.b1``, ``ffn.W2``, ``ffn.b2``, ``ln2.gamma``,
 ``ln2.beta``.
+
+An *attention-only* block (``cfg.ffn == "none"``) keeps the first sublayer
+alone: post-LN y = LN1(x + MHA(x)), pre-LN y = x + MHA(LN1(x)); it has no
+``ffn.*`` and no ``ln2.*`` parameters.  Two such layers are the smallest
+model in which an induction head can form (attention reads attention).
 """
 
 from __future__ import annotations
@@ -75,8 +80,10 @@ def block_forward(x, params, prefix: str, cfg, mask=None, *, train: bool = False
     Returns: y (B, T, C), cache (a dict; ``cache['attn']`` is the MHA cache).
     """
     attn_w = mha_params(params, prefix + "attn.")
-    ffn_w = [params[prefix + "ffn." + k] for k in FFN_KEYS]
     ln1 = params[prefix + "ln1.gamma"], params[prefix + "ln1.beta"]
+    if cfg.ffn == "none":
+        return attention_only_forward(x, attn_w, ln1, prefix, cfg, mask, train=train, rng=rng)
+    ffn_w = [params[prefix + "ffn." + k] for k in FFN_KEYS]
     ln2 = params[prefix + "ln2.gamma"], params[prefix + "ln2.beta"]
     if cfg.norm == "post":
         a, c_attn = mha_forward(x, x, *attn_w, cfg.n_head, mask)  # (B, T, C)
@@ -110,6 +117,8 @@ def block_backward(dy, cache):
     dict keyed like the block's parameters).
     """
     c = cache
+    if c["ffn"] is None:
+        return attention_only_backward(dy, c)
     ### BEGIN SOLUTION
     if c["norm"] == "post":
         ds2, dgamma2, dbeta2 = layernorm_backward(dy, c["ln2"])  # (B, T, C), gradient of h + f
@@ -138,25 +147,73 @@ def block_backward(dy, cache):
     return dx, grads
 
 
+def attention_only_forward(x, attn_w, ln1, prefix: str, cfg, mask=None, *, train: bool = False, rng=None):
+    """The block without its feed-forward sublayer (``cfg.ffn == "none"``):
+
+        post:  y = LN1(x + Drop(MHA(x)))        pre:  y = x + Drop(MHA(LN1(x)))
+
+    Inputs as ``block_forward``, with the attention's eight arrays ``attn_w``
+    (mha_forward's order) and ``ln1`` = (gamma, beta).  Returns y (B, T, C), cache.
+    """
+    if cfg.norm == "post":
+        a, c_attn = mha_forward(x, x, *attn_w, cfg.n_head, mask)  # (B, T, C)
+        a, c_d1 = dropout_forward(a, cfg.dropout, rng, train)
+        y, c_ln1 = layernorm_forward(x + a, *ln1)  # (B, T, C)
+    else:
+        n1, c_ln1 = layernorm_forward(x, *ln1)  # (B, T, C)
+        a, c_attn = mha_forward(n1, n1, *attn_w, cfg.n_head, mask)  # (B, T, C)
+        a, c_d1 = dropout_forward(a, cfg.dropout, rng, train)
+        y = x + a  # (B, T, C)
+    cache = {"prefix": prefix, "norm": cfg.norm, "attn": c_attn, "d1": c_d1, "ln1": c_ln1,
+             "ffn": None, "d2": None, "ln2": None}
+    return y, cache
+
+
+def attention_only_backward(dy, cache):
+    """post:  ds1 = LN1'(dy);  dx = ds1 + MHA'(Drop'(ds1))        pre:  dx = dy + LN1'(MHA'(Drop'(dy)))
+
+    Returns dx (B, T, C), grads (the ``attn.*`` and ``ln1.*`` of the block).
+    """
+    c = cache
+    ### BEGIN SOLUTION
+    if c["norm"] == "post":
+        ds1, dgamma1, dbeta1 = layernorm_backward(dy, c["ln1"])  # (B, T, C), gradient of x + a
+        dx_q, dx_kv, *dattn = mha_backward(dropout_backward(ds1, c["d1"]), c["attn"])
+        dx = ds1 + dx_q + dx_kv  # residual path + the queries' and keys/values' paths
+    else:
+        dn1_q, dn1_kv, *dattn = mha_backward(dropout_backward(dy, c["d1"]), c["attn"])
+        dx, dgamma1, dbeta1 = layernorm_backward(dn1_q + dn1_kv, c["ln1"])
+        dx = dx + dy  # the residual path x -> y
+    ### END SOLUTION
+    pre = c["prefix"]
+    grads = {pre + "attn." + k: g for k, g in zip(MHA_KEYS, dattn, strict=True)}
+    return dx, grads | {pre + "ln1.gamma": dgamma1, pre + "ln1.beta": dbeta1}
+
+
 def block_attention_weights(cache) -> np.ndarray:
     """Per-head attention weights (B, H, T, T) of one ``block_forward`` call."""
     return mha_weights(cache["attn"])
 
 
-def block_shapes(C: int, prefix: str = "") -> dict[str, tuple[int, ...]]:
-    """Name and shape of each of a block's parameters, F = 4C."""
+def block_shapes(C: int, prefix: str = "", ffn: bool = True) -> dict[str, tuple[int, ...]]:
+    """Name and shape of each of a block's parameters, F = 4C (ffn=False: an attention-only block's)."""
     F = 4 * C
     shapes = {prefix + "attn." + k: (C, C) if k.startswith("W") else (C,) for k in MHA_KEYS}
     shapes |= {prefix + "ln1.gamma": (C,), prefix + "ln1.beta": (C,)}
+    if not ffn:
+        return shapes
     shapes |= {prefix + "ffn.W1": (C, F), prefix + "ffn.b1": (F,), prefix + "ffn.W2": (F, C), prefix + "ffn.b2": (C,)}
     return shapes | {prefix + "ln2.gamma": (C,), prefix + "ln2.beta": (C,)}
 
 
-def init_block(C: int, rng: np.random.Generator, dtype=np.float32, prefix: str = "") -> dict[str, np.ndarray]:
-    """Weights N(0, 1/fan_in), biases 0, LayerNorm gamma 1 and beta 0; F = 4C."""
+def init_block(C: int, rng: np.random.Generator, dtype=np.float32, prefix: str = "",
+               ffn: bool = True) -> dict[str, np.ndarray]:
+    """Weights N(0, 1/fan_in), biases 0, LayerNorm gamma 1 and beta 0; F = 4C (ffn=False: attention only)."""
     F = 4 * C
     p = init_mha(C, rng, dtype, prefix + "attn.")
     p[prefix + "ln1.gamma"], p[prefix + "ln1.beta"] = np.ones(C, dtype), np.zeros(C, dtype)
+    if not ffn:
+        return p
     p[prefix + "ffn.W1"] = (rng.standard_normal((C, F)) / np.sqrt(C)).astype(dtype)  # (C, F)
     p[prefix + "ffn.b1"] = np.zeros(F, dtype)  # (F,)
     p[prefix + "ffn.W2"] = (rng.standard_normal((F, C)) / np.sqrt(F)).astype(dtype)  # (F, C)

@@ -19,7 +19,7 @@ where the next word is not there to copy, is useless.
 
 Parameters live in one dict, keys: ``wte`` (V, C); ``wpe`` (block_size, C)
 with learned positions; for each layer l, ``h{l}.attn.W_q`` ... ``h{l}.attn.b_o``,
-``h{l}.ln1.gamma/beta``, ``h{l}.ffn.W1/b1/W2/b2``, ``h{l}.ln2.gamma/beta``;
+``h{l}.ln1.gamma/beta``, ``h{l}.ffn.W1/b1/W2/b2``, ``h{l}.ln2.gamma/beta`` (no ffn, ln2 with ``ffn="none"``);
 ``ln_f.gamma/beta`` (pre-LN with ``final_norm``); ``lm_head.W`` (C, V) unless
 the weights are tied (then W_head = wte^T); ``lm_head.b`` (V,).
 """
@@ -67,7 +67,7 @@ class TransformerConfig:
     n_layer: int = 2
     n_head: int = 4  # H; must divide n_embd
     n_embd: int = 64  # C, the model width d_model
-    ffn: str = "relu"  # 'relu' (the text) or 'gelu'
+    ffn: str = "relu"  # 'relu' (the text), 'gelu', or 'none': attention-only blocks (no feed-forward, no LN2)
     norm: str = "post"  # 'post' (the text: LayerNorm after each residual sum) or 'pre' (before each sublayer)
     pos: str = "sinusoidal"  # 'sinusoidal' (the text) or 'learned'
     scale_embed: bool = True  # token embeddings * sqrt(C) before the positions are added (the text)
@@ -81,7 +81,8 @@ class TransformerConfig:
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
-        for name, allowed in (("ffn", ACTIVATIONS), ("norm", ("post", "pre")), ("pos", ("sinusoidal", "learned"))):
+        for name, allowed in (("ffn", (*ACTIVATIONS, "none")), ("norm", ("post", "pre")),
+                              ("pos", ("sinusoidal", "learned"))):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {sorted(allowed)}, got {getattr(self, name)!r}")
         if self.n_embd % self.n_head:
@@ -101,7 +102,7 @@ def param_shapes(cfg: TransformerConfig) -> dict[str, tuple[int, ...]]:
     if cfg.pos == "learned":
         shapes["wpe"] = (cfg.block_size, C)
     for l in range(cfg.n_layer):
-        shapes |= block_shapes(C, prefix=f"h{l}.")
+        shapes |= block_shapes(C, prefix=f"h{l}.", ffn=cfg.ffn != "none")
     if cfg.norm == "pre" and cfg.final_norm:
         shapes |= {"ln_f.gamma": (C,), "ln_f.beta": (C,)}
     if not cfg.tie_weights:
@@ -122,7 +123,7 @@ def init_params(cfg: TransformerConfig, rng: np.random.Generator, dtype=np.float
     if cfg.pos == "learned":
         p["wpe"] = (rng.standard_normal((cfg.block_size, C)) / np.sqrt(C)).astype(dtype)  # (block_size, C)
     for l in range(cfg.n_layer):
-        p |= init_block(C, rng, dtype, prefix=f"h{l}.")
+        p |= init_block(C, rng, dtype, prefix=f"h{l}.", ffn=cfg.ffn != "none")
     if cfg.norm == "pre" and cfg.final_norm:
         p["ln_f.gamma"], p["ln_f.beta"] = np.ones(C, dtype), np.zeros(C, dtype)
     if not cfg.tie_weights:

@@ -340,6 +340,69 @@ def test_padded_batch_gives_each_sequence_its_own_result(causal):
     assert TR.loss(params, cfg, idx, targets2, pad_mask=pad) == loss  # padded targets do not count
 
 
+# ---- attention-only blocks (ffn="none") ----
+
+
+@pytest.mark.parametrize("norm", ["post", "pre"])
+def test_attention_only_block_gradient(norm):
+    b = CT.attention_only_block(norm)
+    errors = b.check(b.inputs())
+    assert len(errors) == 11 and max(errors.values()) <= TOLERANCE, errors  # x and the 10 parameters
+
+
+def attention_only_residual_dropped(dy, cache):
+    """attention_only_backward without its residual path (post: ds1 -> x; pre: dy -> x)."""
+    c = cache
+    if c["norm"] == "post":
+        ds1, dgamma1, dbeta1 = layernorm_backward(dy, c["ln1"])
+        dx_q, dx_kv, *dattn = BL.mha_backward(dropout_backward(ds1, c["d1"]), c["attn"])
+        dx = dx_q + dx_kv  # + ds1 forgotten
+    else:
+        dn1_q, dn1_kv, *dattn = BL.mha_backward(dropout_backward(dy, c["d1"]), c["attn"])
+        dx, dgamma1, dbeta1 = layernorm_backward(dn1_q + dn1_kv, c["ln1"])  # + dy forgotten
+    grads = dict(zip([f"attn.{k}" for k in MHA_KEYS], dattn, strict=True))
+    return dx, grads | {"ln1.gamma": dgamma1, "ln1.beta": dbeta1}
+
+
+@pytest.mark.parametrize("norm", ["post", "pre"])
+@pytest.mark.parametrize("broken", [attention_only_residual_dropped, block_scaled])
+def test_attention_only_block_broken_backward_is_caught(norm, broken):
+    b = CT.attention_only_block(norm)
+    errors = b.check(b.inputs(), backward=lambda dy, cache: b.backward(dy, cache, broken), only=QUICK)
+    assert max(errors.values()) > BROKEN, errors
+
+
+def test_attention_only_lm_gradient():
+    one = CT.attention_only_lm(n_layer=1)
+    errors = one.check(one.inputs())
+    assert {e[1:].split("=")[0] for e in errors} == set(TR.param_shapes(one.cfg))  # every parameter
+    assert max(errors.values()) <= TOLERANCE, errors
+    two = CT.attention_only_lm(n_layer=2)
+    errors = two.check_directions(two.inputs(every_entry=False))
+    assert max(errors.values()) <= TOLERANCE, errors
+
+
+@pytest.mark.parametrize("broken", [blocks_not_reversed, model_scaled])
+def test_attention_only_lm_broken_backward_is_caught(broken):
+    m = CT.attention_only_lm(n_layer=2)
+    errors = m.check_directions(m.inputs(every_entry=False), backward=lambda drawn, p: broken(m, drawn, p))
+    assert max(errors.values()) > BROKEN, errors
+
+
+def test_attention_only_equals_a_block_whose_ffn_adds_zero():
+    """No ffn.* or ln2.* parameters, and the same logits as a pre-LN model whose FFN output is 0 (W2 = b2 = 0)."""
+    cfg = TR.TransformerConfig(vocab_size=7, block_size=6, n_layer=2, n_head=2, n_embd=8, norm="pre", ffn="none")
+    full_cfg = dataclasses.replace(cfg, ffn="relu")
+    full = TR.init_params(full_cfg, np.random.default_rng(0), dtype=np.float64)
+    for l in range(2):
+        full[f"h{l}.ffn.W2"][:] = 0
+        full[f"h{l}.ffn.b2"][:] = 0
+    only = {k: v for k, v in full.items() if ".ffn." not in k and ".ln2." not in k}
+    assert set(only) == set(TR.param_shapes(cfg)) and set(TR.init_params(cfg, np.random.default_rng(0))) == set(only)
+    idx = np.random.default_rng(1).integers(0, 7, (3, 6))
+    np.testing.assert_allclose(TR.forward(only, cfg, idx)[0], TR.forward(full, full_cfg, idx)[0], rtol=0, atol=1e-12)
+
+
 # ---- parameters, dtypes and the config ----
 
 
@@ -375,7 +438,7 @@ PARAMS = TR.init_params(CFG, np.random.default_rng(0))
 @pytest.mark.parametrize(
     "call,match",
     [
-        (lambda: TR.TransformerConfig(vocab_size=5, ffn="tanh"), r"ffn must be one of \['gelu', 'relu'\]"),
+        (lambda: TR.TransformerConfig(vocab_size=5, ffn="tanh"), r"ffn must be one of \['gelu', 'none', 'relu'\]"),
         (lambda: TR.TransformerConfig(vocab_size=5, norm="mid"), "norm must be one of"),
         (lambda: TR.TransformerConfig(vocab_size=5, pos="rotary"), "pos must be one of"),
         (lambda: TR.TransformerConfig(vocab_size=5, n_embd=6, n_head=4), "n_head = 4 must divide n_embd = 6"),

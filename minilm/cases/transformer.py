@@ -65,7 +65,7 @@ def first_draw(draw: Callable[[np.random.Generator], object], accept: Callable[[
 
 def relu_inputs(caches) -> list[np.ndarray]:
     """The ReLU pre-activations of block caches (GELU blocks have none that matter)."""
-    return [c["ffn"][1] for c in caches if c["ffn"][2] == "relu"]
+    return [c["ffn"][1] for c in caches if c["ffn"] is not None and c["ffn"][2] == "relu"]
 
 
 def away_from_kink(arrays) -> bool:
@@ -132,7 +132,8 @@ class BlockCase:
 
     def __init__(self, cfg, mask=None, dropout_seed: int | None = None):
         self.cfg, self.mask, self.dropout_seed = cfg, mask, dropout_seed
-        self.keys = list(block_shapes(cfg.n_embd))
+        self.shapes = block_shapes(cfg.n_embd, ffn=cfg.ffn != "none")
+        self.keys = list(self.shapes)
 
     def forward(self, x, *arrays):
         rng = None if self.dropout_seed is None else np.random.default_rng(self.dropout_seed)  # same mask each call
@@ -147,7 +148,7 @@ class BlockCase:
         """x and N(0, 1) parameters (weights scaled by 1/sqrt(fan_in)), resolvable and away from ReLU kinks."""
 
         def draw(r):
-            shapes = block_shapes(self.cfg.n_embd).values()
+            shapes = self.shapes.values()
             arrays = [r.standard_normal(s) / (np.sqrt(s[0]) if len(s) == 2 else 1) for s in shapes]
             return [r.standard_normal((B, T, self.cfg.n_embd))] + arrays
 
@@ -200,6 +201,17 @@ def _block_post():
 @case("transformer", "block: pre-LN, GELU, pad, dropout")
 def _block_pre():
     b = pre_ln_block()
+    return b.check(b.inputs())
+
+
+def attention_only_block(norm: str = "pre") -> BlockCase:
+    """No feed-forward sublayer (ffn="none"): the blocks of an attention-only model."""
+    return BlockCase(block_config(norm=norm, ffn="none"), causal_mask(4))
+
+
+@case("transformer", "block: attention only, pre-LN")
+def _block_attention_only():
+    b = attention_only_block()
     return b.check(b.inputs())
 
 
@@ -354,6 +366,19 @@ def _masked_lm():
 def _pre_ln_lm():
     m = pre_ln_lm()
     return m.check(m.inputs())
+
+
+def attention_only_lm(n_layer: int = 2) -> ModelCase:
+    """Attention-only blocks (no feed-forward), pre-LN, learned positions: the model of in-context learning."""
+    cfg = TR.TransformerConfig(vocab_size=5, block_size=6, n_layer=n_layer, n_head=2, n_embd=4, norm="pre",
+                               ffn="none", pos="learned", scale_embed=False)
+    return ModelCase(cfg)
+
+
+@case("models", "attention-only LM (2 layers): 3 directions")
+def _attention_only_lm():
+    m = attention_only_lm()
+    return m.check_directions(m.inputs(every_entry=False))
 
 
 @case("models", "causal LM (3 layers): 3 directions")
