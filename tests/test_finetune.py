@@ -127,3 +127,15 @@ def test_pairs_split_by_unordered_pair_and_data_are_right():
         text = "".join(T.VOCAB.decode(row[keep][1:]))
         a, sign, b = text.partition("<") if "<" in text else text.partition(">")
         assert T.is_true(int(a), int(b), sign) == bool(label)
+
+
+def test_experiment_reports_both_arms_on_held_out_pairs():
+    from minilm.transfer import experiment
+
+    report, mlm_params, cfg = experiment(max_number=30, pretrain_steps=4, finetune_steps=3, label_sizes=(8, 16),
+                                         test_size=50, width=8, layers=1, heads=2, log=lambda *a: None)
+    assert [r["labels"] for r in report["rows"]] == [8, 16] and report["test_statements"] == 50
+    for r in report["rows"]:
+        for arm in ("pretrained", "scratch"):
+            assert 0 <= r[arm]["test_accuracy"] <= 1 and r[arm]["steps"] == 3
+    assert len(report["mlm_loss"]) == 4 and set(mlm_params) == set(TR.param_shapes(cfg))

@@ -258,3 +258,59 @@ def test_learns_a_handful_of_translations_by_heart():
     assert loss < 0.05 * first
     out = greedy_decode(S.next_logits_fn(p, cfg, src), len(numbers), N.BOS, N.EOS, 12)
     assert [N.decode_target(r, tv, "zh") for r in out] == [N.int_to_chinese(n) for n in numbers]
+
+
+# ---- the training run and the translate command ----
+
+
+def tiny_run(tmp_path, **kw):
+    from minilm.train_task import TaskOptions
+
+    return TaskOptions(**{"max_number": 299, "steps": 6, "batch_size": 8, "layers": 1, "heads": 2, "width": 16,
+                          "eval_every": 3, "eval_size": 20, "out": str(tmp_path / "run")} | kw)
+
+
+def test_training_run_writes_checkpoint_metrics_and_resumes_exactly(tmp_path):
+    from minilm import train_task
+
+    whole = train_task.train(tiny_run(tmp_path / "a"), progress=False, log=lambda *a, **k: None)
+    assert whole["finished"] and whole["steps"] == 6 and whole["evaluated_on"] == 30  # every held-out number
+    for name in ("checkpoint.npz", "metrics.json", "loss.png"):
+        assert (tmp_path / "a" / "run" / name).exists()
+    paused = train_task.train(tiny_run(tmp_path / "b", stop_after=4), progress=False, log=lambda *a, **k: None)
+    assert not paused["finished"] and paused["steps"] == 4
+    with pytest.raises(ValueError, match="exists; continue it with --resume, start afresh with --force"):
+        train_task.train(tiny_run(tmp_path / "b"), progress=False, log=lambda *a, **k: None)
+    with pytest.raises(ValueError, match="--width 32 differs"):
+        train_task.train(tiny_run(tmp_path / "b", width=32), resume=True, explicit={"width"}, progress=False,
+                         log=lambda *a, **k: None)
+    resumed = train_task.train(tiny_run(tmp_path / "b"), resume=True, explicit=set(), progress=False,
+                               log=lambda *a, **k: None)
+    a, b = (train_task.load(tmp_path / d / "run" / "checkpoint.npz") for d in "ab")
+    assert resumed["finished"] and a["meta"]["history"]["train_loss"] == b["meta"]["history"]["train_loss"]
+    for k in a["params"]:
+        np.testing.assert_array_equal(a["params"][k], b["params"][k])
+
+
+def test_translate_command_and_bad_options(tmp_path, capsys):
+    import argparse
+
+    from minilm import train_task
+
+    train_task.train(tiny_run(tmp_path, direction="zh-en", share_vocab=True), progress=False,
+                     log=lambda *a, **k: None)
+    path = str(tmp_path / "run" / "checkpoint.npz")
+    capsys.readouterr()
+    args = argparse.Namespace(checkpoint=path, beam=2, text=["三千零四十二", "十"])
+    assert train_task.cmd_translate(args) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and lines[0].startswith("三千零四十二\t")
+    with pytest.raises(ValueError, match="unknown token 'x'"):
+        train_task.cmd_translate(argparse.Namespace(checkpoint=path, beam=1, text=["x"]))
+    with pytest.raises(ValueError, match="--block-size does not apply to --model seq2seq"):
+        train_task.cmd_train_task(argparse.Namespace(command="train", fn=None, model="seq2seq", block_size=8))
+    with pytest.raises(ValueError, match="--width must be a positive integer"):
+        train_task.train(tiny_run(tmp_path / "c", width=0), progress=False)
+    (tmp_path / "bad.npz").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="corrupt checkpoint"):
+        train_task.load(tmp_path / "bad.npz")
