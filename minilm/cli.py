@@ -49,7 +49,10 @@ class Parser(argparse.ArgumentParser):
 def cmd_train(args) -> int:
     """Train a model; see minilm.train."""
     from minilm.train import TrainingDiverged, TrainOptions, train
+    from minilm.train_task import TASK_ARGS, cmd_train_task
 
+    if getattr(args, "model", None) == "seq2seq" or set(TASK_ARGS) & set(vars(args)):
+        return cmd_train_task(args)  # a generated task rather than a text: minilm/train_task.py
     explicit = {k: v for k, v in vars(args).items() if k not in ("command", "fn", "resume", "quiet")}
     opts = TrainOptions(**explicit)
     try:
@@ -109,10 +112,11 @@ def cmd_eval(args) -> int:
 def add_train_parser(sub) -> None:
     from minilm.corpora import CORPORA
     from minilm.models import ADAPTERS
+    from minilm.train_task import add_task_arguments
 
     t = sub.add_parser("train", help="train a language model", argument_default=argparse.SUPPRESS,
                        description="Train a model; unset options take the model's defaults (minilm/models.py).")
-    t.add_argument("--model", choices=list(ADAPTERS), help="which model (default transformer)")
+    t.add_argument("--model", choices=[*ADAPTERS, "seq2seq"], help="which model (default transformer)")
     src = t.add_mutually_exclusive_group()
     src.add_argument("--data", metavar="FILE", help="train on this UTF-8 text file")
     src.add_argument("--corpus", choices=CORPORA, help="a named corpus (default pydoc, built in)")
@@ -151,6 +155,7 @@ def add_train_parser(sub) -> None:
     t.add_argument("--clip", type=float, help="clip the global gradient norm to this; 0 = off (1.0)")
     t.add_argument("--eval-every", type=int, metavar="N", help="score the whole validation split every N steps")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_task_arguments(t)  # --task numbers and its options, for --model seq2seq
     t.set_defaults(fn=cmd_train)
 
 
@@ -163,6 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.set_defaults(fn=cmd_gradcheck)
     add_exercise_parser(sub)
     add_train_parser(sub)
+    from minilm.train_task import add_translate_parser
+
+    add_translate_parser(sub)
     s = sub.add_parser("sample", help="generate text from a checkpoint")
     s.add_argument("--checkpoint", required=True, metavar="PATH")
     s.add_argument("--prompt", default="", help="text to continue (masked LM: text with [MASK] to fill in)")

@@ -49,7 +49,7 @@ class TaskOptions:
     held_out: float = 0.1  # fraction of them never trained on
     share_vocab: bool = False  # one joint vocabulary and embedding table for both languages
     out: str = "runs/numbers"
-    steps: int = 600
+    steps: int = 400
     seed: int = 0
     batch_size: int = 64
     layers: int = 2  # encoder blocks, and as many decoder blocks
@@ -71,6 +71,7 @@ class TaskOptions:
 
 
 RESUME_MAY_CHANGE = ("steps", "eval_every", "stop_after", "out")
+TASK_ARGS = ("task", "direction", "max_number", "held_out", "share_vocab", "eval_size")  # seq2seq's own options
 DOES_NOT_APPLY = ("data", "corpus", "block_size", "context", "hidden", "positions", "scale_embed", "tie_weights",
                   "causal", "tokenizer", "max_vocab", "val_fraction")
 
@@ -352,6 +353,9 @@ def add_task_arguments(t) -> None:
 def cmd_train_task(args) -> int:
     """``train --model seq2seq``: the arguments given, checked, then ``train``."""
     given = {k: v for k, v in vars(args).items() if k not in ("command", "fn", "resume", "quiet", "force")}
+    if given.get("model") != "seq2seq":
+        k = next(k for k in TASK_ARGS if k in given)
+        raise ValueError(f"--{k.replace('_', '-')} applies to --model seq2seq only")
     bad = sorted(k for k in given if k in DOES_NOT_APPLY or k not in {f.name for f in dataclasses.fields(TaskOptions)})
     if bad:
         raise ValueError(f"--{bad[0].replace('_', '-')} does not apply to --model seq2seq")

@@ -314,3 +314,20 @@ def test_translate_command_and_bad_options(tmp_path, capsys):
     (tmp_path / "bad.npz").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="corrupt checkpoint"):
         train_task.load(tmp_path / "bad.npz")
+
+
+def test_command_line_train_and_translate(tmp_path, capsys):
+    from minilm import cli
+
+    out = str(tmp_path / "cli")
+    argv = ["train", "--model", "seq2seq", "--task", "numbers", "--max-number", "299", "--steps", "4",
+            "--batch-size", "8", "--layers", "1", "--heads", "2", "--width", "16", "--eval-size", "10",
+            "--out", out, "--quiet"]
+    assert cli.main(argv) == 0
+    assert "exact match" in capsys.readouterr().out
+    assert cli.main(["translate", "--checkpoint", f"{out}/checkpoint.npz", "three thousand and forty-two"]) == 0
+    assert capsys.readouterr().out.startswith("three thousand and forty-two\t")
+    assert cli.main(["train", "--model", "transformer", "--task", "numbers", "--out", out]) == 2
+    assert "--task applies to --model seq2seq only" in capsys.readouterr().err
+    assert cli.main(["translate", "--checkpoint", f"{out}/missing.npz", "ten"]) == 2
+    assert "no such checkpoint" in capsys.readouterr().err
