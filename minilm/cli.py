@@ -53,11 +53,11 @@ def cmd_train(args) -> int:
 
     if getattr(args, "model", None) == "seq2seq" or set(TASK_ARGS) & set(vars(args)):
         return cmd_train_task(args)  # a generated task rather than a text: minilm/train_task.py
-    explicit = {k: v for k, v in vars(args).items() if k not in ("command", "fn", "resume", "quiet")}
+    explicit = {k: v for k, v in vars(args).items() if k not in ("command", "fn", "resume", "quiet", "force")}
     opts = TrainOptions(**explicit)
     try:
         m = train(opts, resume=getattr(args, "resume", False), explicit=set(explicit),
-                  progress=not getattr(args, "quiet", False))
+                  progress=not getattr(args, "quiet", False), force=getattr(args, "force", False))
     except TrainingDiverged as e:
         print(f"minilm train: error: {e}", file=sys.stderr)
         return 1
@@ -114,14 +114,32 @@ def add_train_parser(sub) -> None:
     from minilm.models import ADAPTERS
     from minilm.train_task import add_task_arguments
 
+    def flag(k, v):
+        k = {"causal": "causal-mask"}.get(k, k).replace("_", "-")
+        return (f"--{k}" if v else f"--no-{k}") if isinstance(v, bool) else f"--{k} {v}"
+
+    def wrapped(name, flags):  # whole flags per line, never a flag split from its value
+        lines = [f"  {name:<12}"]
+        for f in flags:
+            if len(lines[-1]) + 1 + len(f) > 100:
+                lines.append(" " * 14)
+            lines[-1] += " " + f
+        return "\n".join(lines)
+
+    epilog = "each model's defaults (minilm/models.py):\n" + "\n".join(
+        wrapped(name, [flag(k, v) for k, v in a.defaults.items()]) for name, a in ADAPTERS.items())
     t = sub.add_parser("train", help="train a language model", argument_default=argparse.SUPPRESS,
-                       description="Train a model; unset options take the model's defaults (minilm/models.py).")
+                       description="Train a model; an option left out takes the model's default.", epilog=epilog,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     t.add_argument("--model", choices=[*ADAPTERS, "seq2seq"], help="which model (default transformer)")
     src = t.add_mutually_exclusive_group()
     src.add_argument("--data", metavar="FILE", help="train on this UTF-8 text file")
     src.add_argument("--corpus", choices=CORPORA, help="a named corpus (default pydoc, built in)")
     t.add_argument("--out", metavar="DIR", help="where checkpoint.npz, metrics.json, loss.png go (runs/demo)")
-    t.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    again = t.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    again.add_argument("--force", action="store_true",
+                   help="start afresh in an --out that holds a checkpoint (kept until the new run saves)")
     t.add_argument("--steps", type=int, metavar="N", help="total optimiser steps")
     t.add_argument("--stop-after", type=int, metavar="N", help="pause after step N (checkpoint saved)")
     t.add_argument("--seed", type=int, metavar="S", help="seed of the initialisation and the batches (0)")
@@ -132,7 +150,7 @@ def add_train_parser(sub) -> None:
     t.add_argument("--heads", type=int, metavar="H")
     t.add_argument("--width", type=int, metavar="C", help="model width C (Transformer) or embedding size E")
     t.add_argument("--hidden", type=int, metavar="Hd", help="hidden units (n-gram MLP, LSTM)")
-    t.add_argument("--dropout", type=float, metavar="P")
+    t.add_argument("--dropout", type=float, metavar="P", help="dropout probability (Transformer, masked LM)")
     t.add_argument("--norm", choices=["post", "pre"], help="LayerNorm after (the text's) or before the sublayers")
     t.add_argument("--activation", choices=["relu", "gelu", "tanh"],
                    help="Transformer feed-forward: relu (the text's) or gelu; n-gram hidden layer: tanh or relu")

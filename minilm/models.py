@@ -15,6 +15,12 @@ in ``ADAPTERS``.
 Options arrive as a plain object with attributes (minilm.train.TrainOptions).
 A "carry" is what a model hands from one batch to the next (the LSTM's state)
 as a flat list of arrays, so a checkpoint can store it; None for the others.
+
+Adding a model: write its module (config dataclass, init_params, forward,
+loss_and_grads), then one ``Adapter`` below with its functions and the
+defaults of the options it uses; --model lists it, and training, resume,
+checkpoints, ``eval`` and ``sample`` work with it unchanged.  An option the
+adapter has no default for is refused for that model with a clear message.
 """
 
 from __future__ import annotations
@@ -193,13 +199,13 @@ ADAPTERS: dict[str, Adapter] = {
         Adapter("transformer", "minilm.transformer", "TransformerConfig", "causal Transformer LM (§5.1)",
                 _transformer_config, _windows, _transformer_step, _transformer_eval, _transformer_next,
                 tokens_per_batch=lambda o: o.batch_size * o.block_size, min_tokens=lambda o: o.block_size + 1,
-                defaults=dict(steps=1000, batch_size=16, block_size=64, layers=2, heads=4, width=64, lr=3e-3,
+                defaults=dict(steps=1000, batch_size=32, block_size=32, layers=2, heads=4, width=64, lr=6e-3,
                               dropout=0.0, norm="post", activation="relu", positions="sinusoidal",
                               scale_embed=True, tie_weights=False, causal=True)),
         Adapter("mlm", "minilm.transformer", "TransformerConfig", "masked LM, a bidirectional Transformer (§3.2)",
                 _mlm_config, _windows, _mlm_step, _mlm_eval, None,
                 tokens_per_batch=lambda o: o.batch_size * o.block_size, min_tokens=lambda o: o.block_size + 1,
-                defaults=dict(steps=1000, batch_size=16, block_size=64, layers=2, heads=4, width=64, lr=3e-3,
+                defaults=dict(steps=1000, batch_size=32, block_size=32, layers=2, heads=4, width=64, lr=6e-3,
                               dropout=0.0, norm="post", activation="relu", positions="sinusoidal",
                               scale_embed=True, tie_weights=False),
                 specials=("[MASK]",), fill=_mlm_fill),

@@ -209,10 +209,12 @@ class Session:
         return Path(self.o.out) / "checkpoint.npz"
 
 
-def start(opts: TrainOptions, resume: bool = False, explicit=None, log=print) -> Session:
+def start(opts: TrainOptions, resume: bool = False, explicit=None, log=print, force: bool = False) -> Session:
     """Check everything and build the session (fresh, or from the checkpoint in ``opts.out``).
 
     Nothing is written here: a ValueError stops a bad run before it can touch a file.
+    A fresh run refuses an ``out`` that holds a checkpoint unless ``force``; even
+    then the old one stays until the new run saves its first.
     ``explicit`` names the options the user set (default: those that differ
     from TrainOptions' defaults); when resuming they must agree with the
     checkpoint's, except steps, eval_every, stop_after and out.
@@ -234,8 +236,9 @@ def start(opts: TrainOptions, resume: bool = False, explicit=None, log=print) ->
                                         **{k: getattr(opts, k) for k in ("steps", "eval_every") if k in explicit}))
         adapter, mod, tok = run.adapter, run.module, run.tokenizer
     else:
-        if ckpt_path.exists():
-            raise ValueError(f"{ckpt_path} exists; continue it with --resume or choose another --out")
+        if ckpt_path.exists() and not force:
+            raise ValueError(f"{ckpt_path} exists; continue it with --resume, start afresh with --force, "
+                             f"or choose another --out")
         o = resolve(opts)
         adapter = models.get(o.model)
         mod = adapter.load()
@@ -317,7 +320,7 @@ def _diverged(s: Session, what: str, value: float, step: int):
 
 
 def train(opts: TrainOptions, resume: bool = False, explicit=None, log=print, progress: bool = True,
-          plot: bool = True) -> dict:
+          plot: bool = True, force: bool = False) -> dict:
     """Run (or, with ``resume``, continue) training; returns the metrics written to metrics.json
     plus ``interrupted`` (Ctrl-C) and ``finished`` (all steps done).
 
@@ -326,7 +329,7 @@ def train(opts: TrainOptions, resume: bool = False, explicit=None, log=print, pr
     TrainingDiverged when the loss or gradient stops being finite.
     """
     t_start = time.perf_counter()
-    s = start(opts, resume, explicit, log)
+    s = start(opts, resume, explicit, log, force)
     o, a = s.o, s.adapter
 
     def seconds():

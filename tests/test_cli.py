@@ -106,6 +106,8 @@ def test_an_existing_checkpoint_is_never_overwritten(trained, corpus, capsys):
     one_line_error(capsys, code, 2, "--lr 0.5 differs from the checkpoint's 0.02")
     code = main(["train", "--resume", "--out", str(trained), "--steps", "40"])
     one_line_error(capsys, code, 2, "is at step 40 of --steps 40")
+    code = main(["train", *NGRAM, "--data", str(corpus), "--out", str(trained), "--force", "--steps", "-5"])
+    one_line_error(capsys, code, 2, "--steps must be a positive integer")  # --force, but the run failed
     assert (trained / "checkpoint.npz").read_bytes() == before
 
 
@@ -147,9 +149,9 @@ def test_word_tokenizer_and_chinese_text(tmp_path, capsys):
     assert main(["sample", "--checkpoint", str(tmp_path / "zh" / "checkpoint.npz"), "--prompt", "语言",
                  "--tokens", "10"]) == 0
     assert capsys.readouterr().out.startswith("语言")
-    assert main(["train", *NGRAM, "--data", str(zh), "--out", str(tmp_path / "w"), "--steps", "30", "--tokenizer",
-                 "word", "--max-vocab", "8"]) == 0
-    tok = checkpoint.load(tmp_path / "w" / "checkpoint.npz")["meta"]["tokenizer"]
+    assert main(["train", *NGRAM, "--data", str(zh), "--out", str(tmp_path / "zh"), "--steps", "30", "--tokenizer",
+                 "word", "--max-vocab", "8", "--force"]) == 0  # --force: this run replaces the first
+    tok = checkpoint.load(tmp_path / "zh" / "checkpoint.npz")["meta"]["tokenizer"]
     assert tok["kind"] == "word" and len(tok["itos"]) == 8 and tok["itos"][0] == "<unk>"
 
 
