@@ -6,6 +6,7 @@ import argparse
 import sys
 import time
 
+from minilm.bench import add_subcommand as add_bench_subcommand
 from minilm.exercises import add_exercise_parser
 
 
@@ -173,6 +174,8 @@ def add_train_parser(sub) -> None:
     t.add_argument("--clip", type=float, help="clip the global gradient norm to this; 0 = off (1.0)")
     t.add_argument("--eval-every", type=int, metavar="N", help="score the whole validation split every N steps")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument("--fast", action="store_true", help="train with minilm.fast where the model has a fast path "
+                   "(pre-LN Transformer without dropout, n-gram): same formulas and checkpoints, faster (README)")
     add_task_arguments(t)  # --task numbers and its options, for --model seq2seq
     t.set_defaults(fn=cmd_train)
 
@@ -201,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--checkpoint", required=True, metavar="PATH")
     e.add_argument("--data", metavar="FILE", help="score all of this file instead of the validation split")
     e.set_defaults(fn=cmd_eval)
+    add_bench_subcommand(sub)
     return p
 
 

@@ -76,12 +76,13 @@ class TrainOptions:
     eval_every: int | None = None  # default steps / 5
     val_fraction: float = 0.1
     stop_after: int | None = None  # pause after this step (checkpoint saved); continue with resume
+    fast: bool = False  # train with minilm.fast where the model has a fast path (same formulas, same checkpoint)
 
 
 # options that only some models use: a model uses those its adapter has a default for
 MODEL_OPTIONS = ("block_size", "context", "layers", "heads", "width", "hidden", "dropout", "norm", "activation",
                  "positions", "scale_embed", "tie_weights", "causal")
-RESUME_MAY_CHANGE = ("steps", "eval_every", "stop_after", "out")
+RESUME_MAY_CHANGE = ("steps", "eval_every", "stop_after", "out", "fast")
 
 
 class TrainingDiverged(RuntimeError):
@@ -331,6 +332,11 @@ def train(opts: TrainOptions, resume: bool = False, explicit=None, log=print, pr
     t_start = time.perf_counter()
     s = start(opts, resume, explicit, log, force)
     o, a = s.o, s.adapter
+    fast_step = None
+    if o.fast:
+        from minilm.fast.training import attach
+
+        fast_step = attach(s)  # None: this model has no fast path, train as usual
 
     def seconds():
         return s.spent["seconds"] + time.perf_counter() - t_start
@@ -347,15 +353,22 @@ def train(opts: TrainOptions, resume: bool = False, explicit=None, log=print, pr
         while s.step < stop_at:
             t0 = time.perf_counter()
             batch = a.batch(o, s.train_ids, s.step, s.rng)
-            with np.errstate(over="ignore", invalid="ignore"):  # a diverging run is reported below, in one line
-                loss, grads, carry = a.step(s.mod, s.params, s.cfg, batch, s.rng, s.carry)
-            if not math.isfinite(loss):
-                raise _diverged(s, "the training loss", loss, s.step + 1)
-            norm = optim.clip_grad_norm(grads, o.clip)
-            if not math.isfinite(norm):
-                raise _diverged(s, "the gradient norm", norm, s.step + 1)
             lr = optim.lr_at(s.step, o.lr, o.min_lr, o.warmup, o.steps)
-            optim.adamw_step(s.params, grads, s.opt_state, lr, o.beta1, o.beta2, weight_decay=o.weight_decay)
+            if fast_step is not None:  # loss, gradients, clipping and AdamW in one call (minilm.fast.training)
+                with np.errstate(over="ignore", invalid="ignore"):
+                    (loss, norm), carry = fast_step(batch, lr), None
+                for what, value in (("the training loss", loss), ("the gradient norm", norm)):
+                    if not math.isfinite(value):
+                        raise _diverged(s, what, value, s.step + 1)
+            else:
+                with np.errstate(over="ignore", invalid="ignore"):  # a diverging run is reported below, in one line
+                    loss, grads, carry = a.step(s.mod, s.params, s.cfg, batch, s.rng, s.carry)
+                if not math.isfinite(loss):
+                    raise _diverged(s, "the training loss", loss, s.step + 1)
+                norm = optim.clip_grad_norm(grads, o.clip)
+                if not math.isfinite(norm):
+                    raise _diverged(s, "the gradient norm", norm, s.step + 1)
+                optim.adamw_step(s.params, grads, s.opt_state, lr, o.beta1, o.beta2, weight_decay=o.weight_decay)
             s.carry, s.step = carry, s.step + 1
             s.spent["train_seconds"] += time.perf_counter() - t0
             s.spent["tokens"] += a.tokens_per_batch(o)

@@ -159,3 +159,35 @@ def test_transformer_views_and_bad_input():
         FastTransformer(post)
 
 
+
+
+# ---- minilm train --fast ----
+
+
+def _run(tmp_path, name, text, **kw):
+    from minilm.train import TrainOptions, train
+
+    path = tmp_path / "text.txt"
+    path.write_text(text)
+    opts = TrainOptions(model="transformer", data=str(path), out=str(tmp_path / name), steps=6, eval_every=3,
+                        layers=1, heads=2, width=16, block_size=8, batch_size=4, norm="pre", activation="gelu",
+                        positions="learned", tie_weights=True, **kw)
+    return train(opts, log=lambda *a, **k: None, progress=False, plot=False)
+
+
+def test_train_fast_matches_plain_and_keeps_the_checkpoint(tmp_path):
+    """Six steps with and without --fast: the same losses (to float32 rounding) and the same checkpoint format."""
+    from minilm import checkpoint
+
+    text = "the cat sees the dog. a dog sees the cat.\n" * 40
+    plain = _run(tmp_path, "plain", text)
+    fast = _run(tmp_path, "fast", text, fast=True)
+    assert abs(fast["val_loss"] - plain["val_loss"]) < 1e-4 * plain["val_loss"]
+    a, b = (checkpoint.load(tmp_path / n / "checkpoint.npz") for n in ("plain", "fast"))
+    assert set(a["params"]) == set(b["params"])
+    assert set(a["opt_state"]["m"]) == set(b["opt_state"]["m"]) and b["opt_state"]["t"] == 6
+    # attn.b_k has a gradient of exactly 0 in theory (a constant added to every key leaves the softmax
+    # unchanged), so both runs see rounding noise there, and Adam turns any noise into steps of size lr.
+    # Every other parameter agrees to float32 rounding.
+    diff = {k: float(np.abs(a["params"][k] - b["params"][k]).max()) for k in a["params"]}
+    assert max(d for k, d in diff.items() if not k.endswith("attn.b_k")) < 1e-6, diff
