@@ -120,7 +120,7 @@ def add_train_parser(sub) -> None:
         return (f"--{k}" if v else f"--no-{k}") if isinstance(v, bool) else f"--{k} {v}"
 
     def wrapped(name, flags):  # whole flags per line, never a flag split from its value
-        lines = [f"  {name:<12}"]
+        lines = [f"  {name:<12} {ADAPTERS[name].about}:", " " * 14]
         for f in flags:
             if len(lines[-1]) + 1 + len(f) > 100:
                 lines.append(" " * 14)
