@@ -1,10 +1,15 @@
 import os
-from pathlib import Path
 
-import numpy as np
-import pytest
-
+# The suite runs on two workers (pytest -n 2), one per core: one BLAS thread each,
+# set before NumPy loads (notebook kernels and child processes inherit it).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
+
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 SHARED_SHAKESPEARE = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
 
