@@ -151,7 +151,8 @@ def translate_ids(params, cfg, tgt_vocab: Vocab, language: str, src, beam_size: 
 
 
 def score(params, cfg, task: Task, numbers, beam_size: int = 1, batch_size: int = 500) -> dict:
-    """Teacher-forced loss and perplexity, then exact match and edit distance of the translations."""
+    """Teacher-forced loss and perplexity, then exact match and edit distance of the translations,
+    and the first 50 numbers translated wrongly as [number, translation, reference]."""
     total, count = 0.0, 0
     for i in range(0, len(numbers), batch_size):
         src, tgt = task.encode(numbers[i : i + batch_size])
@@ -159,8 +160,10 @@ def score(params, cfg, task: Task, numbers, beam_size: int = 1, batch_size: int 
         total, count = total + S.loss(params, cfg, src, tgt) * n, count + n
     hyps = translate_numbers(params, cfg, task, numbers, beam_size, batch_size)
     refs = [N.target_text(int(n), task.direction) for n in numbers]
+    wrong = [[int(n), h, r] for n, h, r in zip(numbers, hyps, refs, strict=True) if h != r]
     loss = total / count
-    return {"loss": loss, "perplexity": math.exp(min(loss, 700.0)), **translation_scores(hyps, refs)}
+    return {"loss": loss, "perplexity": math.exp(min(loss, 700.0)), **translation_scores(hyps, refs),
+            "wrong": wrong[:50]}
 
 
 # ---- a run ----
@@ -176,7 +179,7 @@ class Session:
     eval_numbers: np.ndarray
     step: int = 0
     history: dict = dataclasses.field(default_factory=lambda: {"train_loss": [], "eval_step": [], "val_loss": [],
-                                                               "exact_match": []})
+                                                               "exact_match": [], "train_seconds": []})
     spent: dict = dataclasses.field(default_factory=lambda: {"seconds": 0.0, "train_seconds": 0.0, "examples": 0})
     last_eval: dict | None = None
     last_saved: int | None = None
@@ -277,6 +280,7 @@ def evaluate(s: Session, numbers) -> dict:
     s.history["eval_step"].append(s.step)
     s.history["val_loss"].append(r["loss"])
     s.history["exact_match"].append(r["exact_match"])
+    s.history["train_seconds"].append(s.spent["train_seconds"])  # time spent in training steps so far
     s.last_eval = r
     return r
 

@@ -65,8 +65,9 @@ def experiment(max_number: int = 999, pretrain_steps: int = 2000, finetune_steps
     t0 = time.perf_counter()
     mlm_params, mlm_losses = pretrain(train_pairs, cfg, pretrain_steps, rngs[0])
     pre_seconds = time.perf_counter() - t0
-    log(f"pre-trained the masked LM for {pretrain_steps} steps in {pre_seconds:.1f} s; "
-        f"masked-token loss {np.mean(mlm_losses[-100:]):.3f} over the last 100 steps")
+    if mlm_losses:
+        log(f"pre-trained the masked LM for {pretrain_steps} steps in {pre_seconds:.1f} s; "
+            f"masked-token loss {np.mean(mlm_losses[-100:]):.3f} over the last 100 steps")
     test = T.labelled_statements(held_pairs[rngs[1].permutation(len(held_pairs))[:test_size]], rngs[1])
     order = rngs[2].permutation(len(train_pairs))
     rows = []
