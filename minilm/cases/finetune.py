@@ -96,13 +96,13 @@ def pre_ln() -> ClassifierCase:
                                              mask_token=5), dropout_seed=1)
 
 
-@case(G, "classifier on encoder, post-LN: every entry")
+@case(G, "classifier, post-LN: every entry")
 def _post():
     m = post_ln()
     return m.check(m.inputs())
 
 
-@case(G, "classifier, pre-LN etc.: every entry")
+@case(G, "classifier, pre-LN: every entry")
 def _pre():
     m = pre_ln()
     return m.check(m.inputs())

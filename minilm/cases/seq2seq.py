@@ -95,7 +95,7 @@ def _dec_post():
     return b.check(b.inputs())
 
 
-@case(G, "decoder block, pre-LN, GELU, dropout")
+@case(G, "decoder block, pre-LN+GELU+dropout")
 def _dec_pre():
     b = DecoderBlockCase(decoder_config(norm="pre", ffn="gelu", dropout=0.2), dropout_seed=2)
     return b.check(b.inputs())
@@ -228,19 +228,19 @@ def shared_pre_ln_model(n_dec_layer: int = 1) -> ModelCase:
                                      share_embeddings=True, dropout=0.2), tgt_lengths=(3, 2), dropout_seed=1)
 
 
-@case(G, "model, post-LN, separate: every entry")
+@case(G, "model, separate vocab: every entry")
 def _text_model():
     m = text_model()
     return m.check(m.inputs())
 
 
-@case(G, "model, pre-LN, shared, 2 dec: each param")
+@case(G, "model, shared, 2 dec: each param")
 def _shared_model():
     m = shared_pre_ln_model(n_dec_layer=2)
     return m.check_directions(m.inputs(every_entry=False), per_parameter=True)
 
 
-@case(G, "model, post-LN, 2 dec: 3 directions")
+@case(G, "model, 2 dec: 3 directions")
 def _deep_model():
     m = text_model(n_dec_layer=2)
     return m.check_directions(m.inputs(every_entry=False))
