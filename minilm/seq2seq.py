@@ -39,7 +39,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from minilm.attention import causal_mask, init_mha, key_padding_mask, mha_backward, mha_forward, mha_params, mha_weights
+from minilm.attention import (
+    MHA_KEYS,
+    causal_mask,
+    init_mha,
+    key_padding_mask,
+    mha_backward,
+    mha_forward,
+    mha_params,
+    mha_weights,
+)
 from minilm.block import ACTIVATIONS, block_backward, block_forward, block_shapes, ffn_backward, ffn_forward, init_block
 from minilm.dropout import dropout_backward, dropout_forward
 from minilm.embedding import embedding_backward, embedding_forward
@@ -170,9 +179,8 @@ def decoder_block_backward(dout, cache):
         dy, g["ln1.gamma"], g["ln1.beta"] = layernorm_backward(dq + dkv, c["ln1"])
         dy = dy + dh1  # the residual path y -> h1
     ### END SOLUTION
-    keys = ("W_q", "b_q", "W_k", "b_k", "W_v", "b_v", "W_o", "b_o")
-    g |= {"self." + k: d for k, d in zip(keys, dself, strict=True)}
-    g |= {"cross." + k: d for k, d in zip(keys, dcross, strict=True)}
+    g |= {"self." + k: d for k, d in zip(MHA_KEYS, dself, strict=True)}
+    g |= {"cross." + k: d for k, d in zip(MHA_KEYS, dcross, strict=True)}
     g |= {"ffn." + k: d for k, d in zip(("W1", "b1", "W2", "b2"), dffn, strict=True)}
     return dy, dmem, {c["prefix"] + k: v for k, v in g.items()}
 

@@ -189,6 +189,18 @@ def test_greedy_is_led_astray_and_beam_search_is_not():
     assert beam_search(hand_model, 1, BOS, EOS, max_len=4, beam_size=1).tolist() == [[3, 3, 3, 3]]
 
 
+def test_length_penalty_prefers_the_longer_translation():
+    """<eos> at once has p = 0.5 (length 1); A <eos> has 0.5 * 0.9 = 0.45 (length 2).  Plain log p picks the
+    empty translation; with lp(n) = ((5 + n) / 6)^2, log 0.45 / (7/6)^2 = -0.587 beats log 0.5 / 1 = -0.693."""
+    table = {BOS: [0, 0, 0.5, 0.5, 0], 3: [0, 0, 0.9, 0.1, 0], EOS: [0, 0, 1, 0, 0]}
+
+    def model(prefix, rows):
+        return np.log(np.array([table[int(p[-1])] for p in prefix]) + 1e-12)
+
+    assert strip_eos(beam_search(model, 1, BOS, EOS, max_len=3, beam_size=2)[0], EOS) == []
+    assert strip_eos(beam_search(model, 1, BOS, EOS, max_len=3, beam_size=2, alpha=2.0)[0], EOS) == [3]
+
+
 def random_model(prefix, rows):
     """Logits over V = 5 drawn afresh for every (sentence, prefix): no structure a search could exploit."""
     return np.stack([2 * np.random.default_rng([int(r), *map(int, p)]).standard_normal(5)
