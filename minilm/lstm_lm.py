@@ -37,7 +37,7 @@ from minilm.embedding import embedding_backward, embedding_forward
 from minilm.linear import linear_backward, linear_forward
 from minilm.lstm import lstm_init, lstm_stack_backward, lstm_stack_forward
 from minilm.softmax import cross_entropy_backward, cross_entropy_forward
-from minilm.validate import check_ids
+from minilm.validate import check_ids, check_param_dict
 
 
 @dataclass
@@ -78,16 +78,7 @@ def init_params(cfg: LSTMConfig, rng: np.random.Generator, dtype=np.float32) -> 
 
 def check_params(params: dict[str, np.ndarray], cfg: LSTMConfig) -> np.dtype:
     """Every parameter present with its shape, all float32 or all float64; returns that dtype."""
-    shapes = param_shapes(cfg)
-    if set(params) != set(shapes):
-        raise ValueError(f"params must have keys {sorted(shapes)}, got {sorted(params)}")
-    dtypes = {params[k].dtype for k in shapes}
-    if len(dtypes) != 1 or not dtypes <= {np.dtype(np.float32), np.dtype(np.float64)}:
-        raise ValueError(f"params must all be float32 or all float64, got {sorted(map(str, dtypes))}")
-    for k, shape in shapes.items():
-        if params[k].shape != shape:
-            raise ValueError(f"params[{k!r}] must have shape {shape}, got {params[k].shape}")
-    return dtypes.pop()
+    return check_param_dict(params, param_shapes(cfg))
 
 
 def zero_state(cfg: LSTMConfig, batch_size: int, dtype=np.float32) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -32,7 +32,7 @@ from minilm.activations import relu_backward, relu_forward, tanh_backward, tanh_
 from minilm.embedding import embedding_backward, embedding_forward
 from minilm.linear import linear_backward, linear_forward
 from minilm.softmax import cross_entropy_backward, cross_entropy_forward
-from minilm.validate import check_ids
+from minilm.validate import check_ids, check_param_dict
 
 ACTIVATIONS = {"tanh": (tanh_forward, tanh_backward), "relu": (relu_forward, relu_backward)}
 
@@ -81,16 +81,7 @@ def init_params(cfg: NgramConfig, rng: np.random.Generator, dtype=np.float32) ->
 
 def check_params(params: dict[str, np.ndarray], cfg: NgramConfig) -> np.dtype:
     """Every parameter present with its shape, all float32 or all float64; returns that dtype."""
-    shapes = param_shapes(cfg)
-    if set(params) != set(shapes):
-        raise ValueError(f"params must have keys {sorted(shapes)}, got {sorted(params)}")
-    dtypes = {params[k].dtype for k in shapes}
-    if len(dtypes) != 1 or not dtypes <= {np.dtype(np.float32), np.dtype(np.float64)}:
-        raise ValueError(f"params must all be float32 or all float64, got {sorted(map(str, dtypes))}")
-    for k, shape in shapes.items():
-        if params[k].shape != shape:
-            raise ValueError(f"params[{k!r}] must have shape {shape}, got {params[k].shape}")
-    return dtypes.pop()
+    return check_param_dict(params, param_shapes(cfg))
 
 
 def check_context(ctx, cfg: NgramConfig) -> np.ndarray:

@@ -28,3 +28,17 @@ def check_ids(ids, vocab_size: int, name: str = "ids") -> np.ndarray:
         bad = ids[(ids < 0) | (ids >= vocab_size)].reshape(-1)[0]
         raise ValueError(f"{name}: token id {bad} is outside [0, {vocab_size}) (vocabulary size {vocab_size})")
     return ids
+
+
+def check_param_dict(params: dict, shapes: dict[str, tuple[int, ...]]) -> np.dtype:
+    """``params`` must have exactly the keys of ``shapes``, each with its shape, all float32 or all
+    float64; returns that dtype."""
+    if set(params) != set(shapes):
+        raise ValueError(f"params must have keys {sorted(shapes)}, got {sorted(params)}")
+    dtypes = {params[k].dtype for k in shapes}
+    if len(dtypes) != 1 or not dtypes <= {np.dtype(np.float32), np.dtype(np.float64)}:
+        raise ValueError(f"params must all be float32 or all float64, got {sorted(map(str, dtypes))}")
+    for k, shape in shapes.items():
+        if params[k].shape != shape:
+            raise ValueError(f"params[{k!r}] must have shape {shape}, got {params[k].shape}")
+    return dtypes.pop()
