@@ -91,7 +91,7 @@ def torch_worker(data: str, steps: int, seed: int) -> dict:
     rng = np.random.default_rng(seed)
     t0 = time.perf_counter()
     for step in range(steps):
-        x, y = D.random_windows(train_ids, r["batch_size"], T, rng)
+        x, y = (np.ascontiguousarray(a) for a in D.random_windows(train_ids, r["batch_size"], T, rng))
         for g in opt.param_groups:
             g["lr"] = lr_at(step, r["lr"], r["min_lr"], r["warmup"], steps)
         loss = model.loss(torch.from_numpy(x), torch.from_numpy(y))

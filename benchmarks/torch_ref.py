@@ -63,7 +63,7 @@ class GPT(nn.Module):
 
     def loss(self, idx, targets):
         logits = self(idx)
-        return F.cross_entropy(logits.view(-1, logits.shape[-1]), targets.view(-1))
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
 
 
 def adamw(params, lr=1e-3, betas=(0.9, 0.99), wd=0.1):

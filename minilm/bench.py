@@ -286,11 +286,13 @@ def cmd_bench(args) -> int:
     log = (lambda *a, **k: print(*a, file=sys.stderr, **k)) if args.json else print
     log(f"{len(workloads)} workload(s), {args.rounds} round(s) of {args.steps} steps after {args.warmup} warm-up; "
         f"torch: {'yes' if use_torch else 'not installed, skipped'}")
+    load = os.getloadavg()[0]
+    log(f"{os.cpu_count()} CPUs, load average {load:.1f} before the run (other processes slow every contender)")
     log(HEADER)
     results = run(workloads, args.steps, args.warmup, args.rounds, use_torch, args.plain, log)
     if args.json:
-        print(json.dumps({"steps": args.steps, "warmup": args.warmup, "rounds": args.rounds,
-                          "cpus": os.cpu_count(), "numpy": np.__version__, "results": results}, indent=2))
+        print(json.dumps({"steps": args.steps, "warmup": args.warmup, "rounds": args.rounds, "cpus": os.cpu_count(),
+                          "load_average": load, "numpy": np.__version__, "results": results}, indent=2))
     return 0
 
 

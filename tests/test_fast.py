@@ -113,3 +113,24 @@ def test_ngram_bad_input():
         fast.loss_and_grads(np.zeros((3, 4), int), np.zeros(3, int))
     with pytest.raises(ValueError, match="outside"):
         fast.loss_and_grads(np.zeros((3, 2), int), np.full(3, 9))
+
+
+# ---- the benchmark (a smoke test: it runs and reports; no timing is asserted) ----
+
+
+def test_bench_worker_reports():
+    from minilm.bench import format_rows, worker
+
+    r = worker("ngram-27", "fast", steps=2, warmup=1)
+    assert len(r["times"]) == 2 and r["tokens"] == 32 and r["peak_mb"] > 0
+    row = {"ms": 1e3 * r["times"][0], "min_ms": 1e3 * r["times"][0], "tokens_per_s": 1.0, "peak_mb": r["peak_mb"]}
+    assert "ngram-27" in format_rows("ngram-27", {"fast": row})
+
+
+def test_matmul_floor_runs():
+    from types import SimpleNamespace
+
+    from minilm.bench import matmul_floor
+
+    cfg = SimpleNamespace(n_embd=8, n_head=2, vocab_size=5, n_layer=1)
+    matmul_floor(cfg, 2, 4, np.random.default_rng(0))()
