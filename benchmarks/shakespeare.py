@@ -12,7 +12,7 @@ Each side trains in a process of its own, one after the other:
 
 * PyTorch: the model of benchmarks/torch_ref.py, initialised as nanoGPT does
   (N(0, 0.02), the residual output projections N(0, 0.02 / sqrt(2 L))),
-  trained by the loop below with minilm's batches and learning-rate schedule;
+  trained by the loop below with minilm's batch sampler and learning-rate schedule;
 * minilm: ``python -m minilm train ... --fast`` (the command is printed).
 
 Both are scored by the same function, minilm.evaluate.evaluate_windows: the
