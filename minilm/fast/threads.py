@@ -18,10 +18,10 @@ two halves never share memory; ``scratch`` is a per-thread dict for
 temporaries.  MINILM_THREADS=1 runs everything on the calling thread.
 
 When NumPy's BLAS is OpenBLAS, its worker threads spin for a while after each
-matrix multiply and compete with the second thread for the cores.
-``python -m minilm`` and the benchmarks set OPENBLAS_THREAD_TIMEOUT=4 (the
-smallest value OpenBLAS accepts) before NumPy loads, which makes them sleep
-almost at once.
+matrix multiply and compete with the second thread for the cores.  The fast
+path runs BLAS on one thread during a step (minilm.fast.blas), so they stay
+asleep; the benchmark also sets OPENBLAS_THREAD_TIMEOUT=4 (the smallest value
+OpenBLAS accepts) for its processes, which makes them sleep almost at once.
 """
 
 from __future__ import annotations
