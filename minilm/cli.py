@@ -49,7 +49,7 @@ class Parser(argparse.ArgumentParser):
 
 def cmd_train(args) -> int:
     """Train a model; see minilm.train."""
-    from minilm.train import TrainingDiverged, TrainOptions, train
+    from minilm.train import TrainingDiverged, TrainOptions, run_exit_status, train
     from minilm.train_task import TASK_ARGS, cmd_train_task
 
     if getattr(args, "model", None) == "seq2seq" or set(TASK_ARGS) & set(vars(args)):
@@ -68,12 +68,7 @@ def cmd_train(args) -> int:
           + (f", {m['val_bits_per_char']:.3f} bits/char" if "val_bits_per_char" in m else "")
           + (f", masked-token accuracy {m['val_accuracy']:.3f}" if "val_accuracy" in m else "")
           + f"; {m['tokens_per_second']:,.0f} tokens/s, {m['seconds']:.1f} s; wrote {opts.out}/")
-    if m["interrupted"]:
-        print(f"interrupted: checkpoint saved at step {m['steps']}; continue with --resume --out {opts.out}")
-        return 130
-    if not m["finished"]:
-        print(f"paused at step {m['steps']}; continue with --resume --out {opts.out}")
-    return 0
+    return run_exit_status(m, opts.out)
 
 
 def cmd_sample(args) -> int:

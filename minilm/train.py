@@ -389,3 +389,13 @@ def train(opts: TrainOptions, resume: bool = False, explicit=None, log=print, pr
     if plot:
         plot_losses(s.history, Path(o.out) / "loss.png", f"{o.model} on {s.source.split(' (')[0]}")
     return {**metrics, "interrupted": sigint.requested, "finished": s.step >= o.steps}
+
+
+def run_exit_status(m: dict, out) -> int:
+    """After a run: say how to continue one that stopped early; 130 if interrupted by Ctrl-C, else 0."""
+    if m["interrupted"]:
+        print(f"interrupted: checkpoint saved at step {m['steps']}; continue with --resume --out {out}")
+        return 130
+    if not m["finished"]:
+        print(f"paused at step {m['steps']}; continue with --resume --out {out}")
+    return 0

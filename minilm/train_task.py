@@ -31,7 +31,7 @@ from minilm import checkpoint, optim
 from minilm import seq2seq as S
 from minilm.tasks import numbers as N
 from minilm.tasks.vocab import Vocab
-from minilm.train import StopOnSigint, TrainingDiverged, _write_atomic, plot_losses
+from minilm.train import StopOnSigint, TrainingDiverged, _write_atomic, plot_losses, run_exit_status
 from minilm.translate import beam_search, greedy_decode, translation_scores
 
 TASKS = ("numbers",)
@@ -374,12 +374,7 @@ def cmd_train_task(args) -> int:
           f"val loss {m['val_loss']:.4f}, exact match {m['exact_match']:.3f}, edit distance "
           f"{m['edit_distance']:.3f} on {m['evaluated_on']:,} held-out numbers; {m['seconds']:.1f} s; "
           f"wrote {opts.out}/")
-    if m["interrupted"]:
-        print(f"interrupted: checkpoint saved at step {m['steps']}; continue with --resume --out {opts.out}")
-        return 130
-    if not m["finished"]:
-        print(f"paused at step {m['steps']}; continue with --resume --out {opts.out}")
-    return 0
+    return run_exit_status(m, opts.out)
 
 
 def add_translate_parser(sub) -> None:
