@@ -13,9 +13,15 @@ import numpy as np
 
 from minilm import finetune as F
 from minilm.cases import case
-from minilm.cases.attention import zero_gradient
-from minilm.cases.transformer import away_from_kink, first_draw, is_key_bias, relu_inputs, resolvable
-from minilm.gradcheck import check_model
+from minilm.cases.transformer import (
+    away_from_kink,
+    check_every_entry,
+    draw_params,
+    first_draw,
+    is_key_bias,
+    relu_inputs,
+    resolvable,
+)
 
 G = "finetune"
 
@@ -32,15 +38,7 @@ class ClassifierCase:
 
     def draw(self, r):
         """Parameters at the scales of minilm.cases.transformer's ModelCase; ids with [CLS] = 1 first."""
-        params = {}
-        for k, s in F.param_shapes(self.cfg).items():
-            if k.endswith("gamma"):
-                params[k] = r.uniform(0.75, 2.25, s)  # (C,)
-            elif len(s) == 2:
-                params[k] = r.standard_normal(s) / np.sqrt(s[0])  # (rows, cols)
-            else:
-                params[k] = 0.5 * r.standard_normal(s)  # (n,)
-        params["cls.W"] *= 2
+        params = draw_params(F.param_shapes(self.cfg), r, "cls.W")
         B, T = len(self.lengths), max(self.lengths)
         pad = np.arange(T)[None, :] < np.array(self.lengths)[:, None]  # (B, T)
         idx = np.where(pad, r.integers(2, self.cfg.vocab_size, (B, T)), 0)  # (B, T), 0 where padded
@@ -67,20 +65,7 @@ class ClassifierCase:
         """check_model on every entry of every parameter (or of ``keys``); the b_k in absolute terms.
         ``grads_of(drawn, params)`` replaces the model's gradient (broken variants in the tests)."""
         grads_of = grads_of or self.grads
-        calls = []
-
-        def gradient_once(p):
-            calls.append(p)
-            return self.loss(drawn, p), grads_of(drawn, p) if len(calls) == 1 else {}
-
-        keys = list(drawn[0]) if keys is None else keys
-        errors = check_model(gradient_once, drawn[0], keys=[k for k in keys if not is_key_bias(k)])
-        params = calls[0]  # check_model's float64 copy
-        grads = grads_of(drawn, params)
-        for k in keys:
-            if is_key_bias(k):
-                errors[f"d{k}=0 (abs)"] = zero_gradient(lambda: self.loss(drawn, params), params[k], grads[k])
-        return errors
+        return check_every_entry(lambda p: self.loss(drawn, p), lambda p: grads_of(drawn, p), drawn[0], keys)
 
 
 def post_ln() -> ClassifierCase:

@@ -20,8 +20,8 @@ from minilm import seq2seq as S
 from minilm.attention import causal_mask, key_padding_mask
 from minilm.cases import case
 from minilm.cases.attention import zero_gradient
-from minilm.cases.transformer import away_from_kink, first_draw, is_key_bias, resolvable
-from minilm.gradcheck import check_model, check_pair, numerical_gradient, rel_error
+from minilm.cases.transformer import away_from_kink, check_every_entry, draw_params, first_draw, is_key_bias, resolvable
+from minilm.gradcheck import check_pair, numerical_gradient, rel_error
 
 G = "seq2seq"
 
@@ -124,15 +124,7 @@ class ModelCase:
     def draw(self, r):
         """Parameters at the scales of minilm.cases.transformer's ModelCase (LayerNorm gains in
         [0.75, 2.25], the output matrix doubled); src and tgt padded with 0."""
-        params = {}
-        for k, s in S.param_shapes(self.cfg).items():
-            if k.endswith("gamma"):
-                params[k] = r.uniform(0.75, 2.25, s)  # (C,)
-            elif len(s) == 2:
-                params[k] = r.standard_normal(s) / np.sqrt(s[0])  # (rows, cols)
-            else:
-                params[k] = 0.5 * r.standard_normal(s)  # (n,)
-        params["head.W"] *= 2
+        params = draw_params(S.param_shapes(self.cfg), r, "head.W")
         src = np.zeros((len(self.src_lengths), max(self.src_lengths)), np.int64)  # (B, S)
         for b, n in enumerate(self.src_lengths):
             src[b, :n] = r.integers(1, self.cfg.src_vocab_size, n)
@@ -168,20 +160,7 @@ class ModelCase:
         model's gradient (broken variants in the tests).
         """
         grads_of = grads_of or self.grads
-        calls = []
-
-        def gradient_once(p):
-            calls.append(p)
-            return self.loss(drawn, p), grads_of(drawn, p) if len(calls) == 1 else {}
-
-        keys = list(drawn[0]) if keys is None else keys
-        errors = check_model(gradient_once, drawn[0], keys=[k for k in keys if not is_key_bias(k)])
-        params = calls[0]  # check_model's float64 copy
-        grads = grads_of(drawn, params)
-        for k in keys:
-            if is_key_bias(k):
-                errors[f"d{k}=0 (abs)"] = zero_gradient(lambda: self.loss(drawn, params), params[k], grads[k])
-        return errors
+        return check_every_entry(lambda p: self.loss(drawn, p), lambda p: grads_of(drawn, p), drawn[0], keys)
 
     def check_directions(self, drawn, n: int = 3, grads_of=None, per_parameter: bool = False) -> dict[str, float]:
         """Relative error of the derivative along seeded random unit directions d:
