@@ -3,7 +3,7 @@
     python benchmarks/finetune.py [--max-number 999] [--pretrain-steps 4000] [--finetune-steps 300]
                                   [--labels 64 256 1024] [--width 32] [--layers 2]
 
-minilm.transfer.experiment: the unordered pairs {a, b} of 0 .. max_number
+minilm.training.transfer.experiment: the unordered pairs {a, b} of 0 .. max_number
 are split 80/20; a masked LM (width 32, 2 blocks, 4 heads) is pre-trained on
 true statements about the training pairs; then, for each number of labelled
 statements (random sign, half true), a classifier is fine-tuned from the
@@ -39,7 +39,7 @@ def main() -> int:
     args = ap.parse_args()
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-    from minilm.transfer import experiment
+    from minilm.training.transfer import experiment
 
     t0 = time.perf_counter()
     load_before = os.getloadavg()

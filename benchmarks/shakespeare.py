@@ -15,7 +15,7 @@ Each side trains in a process of its own, one after the other:
   trained by the loop below with minilm's batch sampler and learning-rate schedule;
 * minilm: ``python -m minilm train ... --fast`` (the command is printed).
 
-Both are scored by the same function, minilm.evaluate.evaluate_windows: the
+Both are scored by the same function, minilm.training.evaluate.evaluate_windows: the
 mean loss over every token of the validation split, in consecutive windows of
 64 (for PyTorch the logits come from its model).  Training time is the time
 of the optimisation steps alone, without evaluation.  Prints a table, and
@@ -70,10 +70,10 @@ def torch_worker(data: str, steps: int, seed: int) -> dict:
     sys.path.insert(0, str(HERE))
     from torch_ref import GPT, adamw
 
-    from minilm import data as D
-    from minilm.corpora import read_text_file
-    from minilm.evaluate import evaluate_windows
     from minilm.optim import lr_at
+    from minilm.training import data as D
+    from minilm.training.corpora import read_text_file
+    from minilm.training.evaluate import evaluate_windows
 
     r = RECIPE | {"steps": steps}
     tok = D.CharTokenizer.build(read_text_file(data))

@@ -4,7 +4,7 @@ Run by the benchmark in a process of its own, one contender per process:
 
     python benchmarks/torch_ref.py WORKLOAD --steps 30 --warmup 10
 
-and prints one JSON line (minilm.bench reads it).  Needs torch; minilm
+and prints one JSON line (minilm.fast.bench reads it).  Needs torch; minilm
 itself never imports it.  Each model mirrors its minilm counterpart:
 
     transformer   minilm.transformer's pre-LN causal LM (biases, GELU tanh form, tied

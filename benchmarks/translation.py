@@ -8,7 +8,7 @@ Trains with the command line, exactly as a user would:
 
 (numbers 0 .. 99,999, 10% of them held out and never trained on; width 64,
 2 encoder and 2 decoder blocks, 4 heads, batch 64, AdamW lr 3e-3 with warmup
-and cosine: the defaults of minilm/train_task.py).  Then it loads the
+and cosine: the defaults of minilm/training/translation.py).  Then it loads the
 checkpoint, translates every held-out number greedily and with beam search,
 and prints:
 
@@ -51,8 +51,8 @@ def main() -> int:
     args = ap.parse_args()
     os.environ["OPENBLAS_NUM_THREADS"] = args.blas_threads
 
-    from minilm import train_task
     from minilm.tasks import numbers as N
+    from minilm.training import translation as train_task
     from minilm.translate import translation_scores
 
     out = Path(args.out or tempfile.mkdtemp(prefix="minilm-translation-"))

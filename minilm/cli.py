@@ -6,8 +6,8 @@ import argparse
 import sys
 import time
 
-from minilm.bench import add_subcommand as add_bench_subcommand
-from minilm.exercises import add_exercise_parser
+from minilm.classroom.exercises import add_exercise_parser
+from minilm.fast.bench import add_subcommand as add_bench_subcommand
 
 
 def cmd_gradcheck(args) -> int:
@@ -48,12 +48,12 @@ class Parser(argparse.ArgumentParser):
 
 
 def cmd_train(args) -> int:
-    """Train a model; see minilm.train."""
-    from minilm.train import TrainingDiverged, TrainOptions, run_exit_status, train
-    from minilm.train_task import TASK_ARGS, cmd_train_task
+    """Train a model; see minilm.training.loop."""
+    from minilm.training.loop import TrainingDiverged, TrainOptions, run_exit_status, train
+    from minilm.training.translation import TASK_ARGS, cmd_train_task
 
     if getattr(args, "model", None) == "seq2seq" or set(TASK_ARGS) & set(vars(args)):
-        return cmd_train_task(args)  # a generated task rather than a text: minilm/train_task.py
+        return cmd_train_task(args)  # a generated task rather than a text: minilm/training/translation.py
     explicit = {k: v for k, v in vars(args).items() if k not in ("command", "fn", "resume", "quiet", "force")}
     opts = TrainOptions(**explicit)
     try:
@@ -73,7 +73,7 @@ def cmd_train(args) -> int:
 
 def cmd_sample(args) -> int:
     """Generate text from a checkpoint."""
-    from minilm.models import load_run, sample_run
+    from minilm.training.adapters import load_run, sample_run
 
     run = load_run(args.checkpoint)
     print(sample_run(run, args.prompt, args.tokens, args.temperature, args.top_k, args.seed))
@@ -82,10 +82,10 @@ def cmd_sample(args) -> int:
 
 def cmd_eval(args) -> int:
     """Loss and perplexity of a checkpoint over its validation split, or over all of --data FILE."""
-    from minilm.corpora import load_text, read_text_file
-    from minilm.data import split
-    from minilm.models import evaluate_run, load_run
-    from minilm.train import text_sha256
+    from minilm.training.adapters import evaluate_run, load_run
+    from minilm.training.corpora import load_text, read_text_file
+    from minilm.training.data import split
+    from minilm.training.loop import text_sha256
 
     run = load_run(args.checkpoint)
     if args.data is not None:
@@ -106,9 +106,9 @@ def cmd_eval(args) -> int:
 
 
 def add_train_parser(sub) -> None:
-    from minilm.corpora import CORPORA
-    from minilm.models import ADAPTERS
-    from minilm.train_task import add_task_arguments
+    from minilm.training.adapters import ADAPTERS
+    from minilm.training.corpora import CORPORA
+    from minilm.training.translation import add_task_arguments
 
     def flag(k, v):
         k = {"causal": "causal-mask"}.get(k, k).replace("_", "-")
@@ -122,7 +122,7 @@ def add_train_parser(sub) -> None:
             lines[-1] += " " + f
         return "\n".join(lines)
 
-    epilog = "each model's defaults (minilm/models.py):\n" + "\n".join(
+    epilog = "each model's defaults (minilm/training/adapters.py):\n" + "\n".join(
         wrapped(name, [flag(k, v) for k, v in a.defaults.items()]) for name, a in ADAPTERS.items())
     t = sub.add_parser("train", help="train a language model", argument_default=argparse.SUPPRESS,
                        description="Train a model; an option left out takes the model's default.", epilog=epilog,
@@ -184,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.set_defaults(fn=cmd_gradcheck)
     add_exercise_parser(sub)
     add_train_parser(sub)
-    from minilm.train_task import add_translate_parser
+    from minilm.training.translation import add_translate_parser
 
     add_translate_parser(sub)
     s = sub.add_parser("sample", help="generate text from a checkpoint")

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from minilm import checkpoint, optim
+from minilm import optim
+from minilm.training import checkpoint
 
 
 def sample(rng):

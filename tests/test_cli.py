@@ -10,8 +10,8 @@ from conftest import SHARED_SHAKESPEARE
 from test_corpora import Server
 from test_train import synthetic_text
 
-from minilm import checkpoint
 from minilm.cli import main
+from minilm.training import checkpoint
 
 pytest.importorskip("minilm.ngram")
 

@@ -7,7 +7,7 @@ import threading
 import pytest
 from conftest import SHARED_SHAKESPEARE
 
-from minilm import corpora
+from minilm.training import corpora
 
 
 def test_builtin_corpus_is_real_text_of_useful_size():

@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from minilm import data
-from minilm.data import CharTokenizer, WordTokenizer, tokenizer_from_dict
+from minilm.training import data
+from minilm.training.data import CharTokenizer, WordTokenizer, tokenizer_from_dict
 
 
 def test_char_tokenizer_round_trips_any_utf8():

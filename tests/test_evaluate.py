@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from minilm import evaluate
+from minilm.training import evaluate
 
 
 def log_softmax(z):

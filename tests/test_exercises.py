@@ -1,4 +1,4 @@
-"""Classroom exercises: the regions, the student copy and its grading (minilm.exercises, minilm.grading).
+"""Classroom exercises: the regions, the student copy and its grading (minilm.classroom).
 
 Grading starts fresh interpreters, so most tests grade a few exercises with --only.
 The full set is graded twice, cheaply: a fresh copy (every stub raises at once), and
@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from minilm import cli
-from minilm.exercises import (
+from minilm.classroom.exercises import (
     BEGIN,
     END,
     PACKAGE,

@@ -119,7 +119,7 @@ def test_ngram_bad_input():
 
 
 def test_bench_worker_reports():
-    from minilm.bench import format_rows, worker
+    from minilm.fast.bench import format_rows, worker
 
     r = worker("ngram-27", "fast", steps=2, warmup=1)
     assert len(r["times"]) == 2 and r["tokens"] == 32 and r["peak_mb"] > 0
@@ -130,7 +130,7 @@ def test_bench_worker_reports():
 def test_matmul_floor_runs():
     from types import SimpleNamespace
 
-    from minilm.bench import matmul_floor
+    from minilm.fast.bench import matmul_floor
 
     cfg = SimpleNamespace(n_embd=8, n_head=2, vocab_size=5, n_layer=1)
     matmul_floor(cfg, 2, 4, np.random.default_rng(0))()

@@ -165,7 +165,7 @@ def test_transformer_views_and_bad_input():
 
 
 def _run(tmp_path, name, text, **kw):
-    from minilm.train import TrainOptions, train
+    from minilm.training.loop import TrainOptions, train
 
     path = tmp_path / "text.txt"
     path.write_text(text)
@@ -177,7 +177,7 @@ def _run(tmp_path, name, text, **kw):
 
 def test_train_fast_matches_plain_and_keeps_the_checkpoint(tmp_path):
     """Six steps with and without --fast: the same losses (to float32 rounding) and the same checkpoint format."""
-    from minilm import checkpoint
+    from minilm.training import checkpoint
 
     text = "the cat sees the dog. a dog sees the cat.\n" * 40
     plain = _run(tmp_path, "plain", text)

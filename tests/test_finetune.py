@@ -130,7 +130,7 @@ def test_pairs_split_by_unordered_pair_and_data_are_right():
 
 
 def test_experiment_reports_both_arms_on_held_out_pairs():
-    from minilm.transfer import experiment
+    from minilm.training.transfer import experiment
 
     report, mlm_params, cfg = experiment(max_number=30, pretrain_steps=4, finetune_steps=3, label_sizes=(8, 16),
                                          test_size=50, width=8, layers=1, heads=2, log=lambda *a: None)

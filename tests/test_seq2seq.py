@@ -276,14 +276,14 @@ def test_learns_a_handful_of_translations_by_heart():
 
 
 def tiny_run(tmp_path, **kw):
-    from minilm.train_task import TaskOptions
+    from minilm.training.translation import TaskOptions
 
     return TaskOptions(**{"max_number": 299, "steps": 6, "batch_size": 8, "layers": 1, "heads": 2, "width": 16,
                           "eval_every": 3, "eval_size": 20, "out": str(tmp_path / "run")} | kw)
 
 
 def test_training_run_writes_checkpoint_metrics_and_resumes_exactly(tmp_path):
-    from minilm import train_task
+    from minilm.training import translation as train_task
 
     whole = train_task.train(tiny_run(tmp_path / "a"), progress=False, log=lambda *a, **k: None)
     assert whole["finished"] and whole["steps"] == 6 and whole["evaluated_on"] == 30  # every held-out number
@@ -307,7 +307,7 @@ def test_training_run_writes_checkpoint_metrics_and_resumes_exactly(tmp_path):
 def test_translate_command_and_bad_options(tmp_path, capsys):
     import argparse
 
-    from minilm import train_task
+    from minilm.training import translation as train_task
 
     train_task.train(tiny_run(tmp_path, direction="zh-en", share_vocab=True), progress=False,
                      log=lambda *a, **k: None)

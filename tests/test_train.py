@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from minilm import checkpoint, models
-from minilm.train import TrainingDiverged, TrainOptions, train
+from minilm.training import adapters as models
+from minilm.training import checkpoint
+from minilm.training.loop import TrainingDiverged, TrainOptions, train
 
 ROOT = Path(__file__).resolve().parents[1]
 QUIET = dict(log=lambda *a, **k: None, progress=False, plot=False)

@@ -13,7 +13,7 @@ plain models in float64 -- and each one names the plain function it mirrors.
     gpt.py       the pre-LN causal Transformer LM (``minilm train --fast``)
     lstm.py      lstm_forward / lstm_backward, drop-in for minilm.lstm's
     ngram.py     the MLP n-gram LM
-    training.py  hands minilm.train's step to the fast path (``--fast``)
+    training.py  hands minilm.training.loop's step to the fast path (``--fast``)
 
 Why each trick pays is measured by ``python -m minilm bench`` (README,
 "Performance").

@@ -3,7 +3,7 @@
 Each entry is an ``Adapter``: which module holds the model, how the command
 line's options become its config, how a training batch is drawn, how one
 step computes (loss, grads), how the whole validation split is scored, and
-how it generates.  Training (minilm.train), evaluation and sampling
+how it generates.  Training (minilm.training.loop), evaluation and sampling
 (minilm.cli) only ever talk to an adapter, so a new model is one new entry
 in ``ADAPTERS``.
 
@@ -12,7 +12,7 @@ in ``ADAPTERS``.
     ngram         MLP n-gram LM (§4.2): random (context, next token) pairs
     lstm          LSTM LM (§5.2): contiguous streams, state carried between batches
 
-Options arrive as a plain object with attributes (minilm.train.TrainOptions).
+Options arrive as a plain object with attributes (minilm.training.loop.TrainOptions).
 A "carry" is what a model hands from one batch to the next (the LSTM's state)
 as a flat list of arrays, so a checkpoint can store it; None for the others.
 
@@ -32,7 +32,8 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from minilm import checkpoint, data, evaluate, generate
+from minilm import generate
+from minilm.training import checkpoint, data, evaluate
 
 
 @dataclass(frozen=True)

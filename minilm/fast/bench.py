@@ -40,7 +40,7 @@ WORKLOADS = ("transformer", "lstm", "ngram-27", "ngram-10000")
 CONTENDERS = {"transformer": ("fast", "plain", "floor", "torch"), "lstm": ("fast", "plain", "torch"),
               "ngram-27": ("fast", "plain", "torch"), "ngram-10000": ("fast", "plain", "torch")}
 PLAIN_STEPS = 5  # the readable models are many times slower: a few steps give their median
-TORCH_SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "torch_ref.py"
+TORCH_SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "torch_ref.py"
 ENV = {"OPENBLAS_THREAD_TIMEOUT": "4"}  # OpenBLAS threads sleep at once instead of spinning (minilm.fast.threads)
 
 
@@ -225,7 +225,7 @@ def run_contender(workload: str, kind: str, steps: int, warmup: int) -> dict:
     if kind == "torch":
         cmd = [sys.executable, str(TORCH_SCRIPT), workload]
     else:
-        cmd = [sys.executable, "-m", "minilm.bench", "--worker", workload, kind]
+        cmd = [sys.executable, "-m", "minilm.fast.bench", "--worker", workload, kind]
     if kind == "plain":
         steps, warmup = min(steps, PLAIN_STEPS), 1
     cmd += ["--steps", str(steps), "--warmup", str(warmup)]

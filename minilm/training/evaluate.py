@@ -21,8 +21,8 @@ import math
 
 import numpy as np
 
-from minilm.data import eval_streams, eval_windows, ngram_contexts
 from minilm.softmax import log_softmax_forward
+from minilm.training.data import eval_streams, eval_windows, ngram_contexts
 
 
 def nll_sum(logits: np.ndarray, targets: np.ndarray, ignore_index: int | None = None):

@@ -1,13 +1,13 @@
 """Grading a student copy: ``python -m minilm exercise check DIR``.
 
-For each exercise (a function with a marked region, see minilm.exercises):
+For each exercise (a function with a marked region, see minilm.classroom.exercises):
 
 1. Its checks are the registered gradient-check cases (minilm/cases/) that
    call its function, the smallest of them: ``linear_backward`` is graded by
    the ``ops/linear`` case, not by a whole model that also calls it (a case
    is left out when another calls a strict subset of its exercises).  Which
    case calls what is found by running every case once on the reference.
-2. A fresh interpreter (minilm/grading_worker.py) imports the copy (its
+2. A fresh interpreter (minilm/classroom/worker.py) imports the copy (its
    PYTHONPATH starts with DIR, so ``import minilm`` is the student's package)
    with the regions of every *other* exercise put back from the reference: a
    bug in ``linear_backward`` fails ``linear_backward`` alone, not every
@@ -38,10 +38,18 @@ from pathlib import Path
 
 import numpy as np
 
-from minilm.exercises import MANIFEST, PACKAGE, Exercise, find_exercises, module_files, restore_regions, select
+from minilm.classroom.exercises import (
+    MANIFEST,
+    PACKAGE,
+    Exercise,
+    find_exercises,
+    module_files,
+    restore_regions,
+    select,
+)
 from minilm.gradcheck import TOLERANCE, rel_error
 
-WORKER = Path(__file__).with_name("grading_worker.py")
+WORKER = Path(__file__).with_name("worker.py")
 _RECORDS: dict = {}  # the last reference run, keyed by a hash of the reference's sources
 
 

@@ -1,6 +1,6 @@
 """The grading worker: runs the gradient-check cases against one copy of the package.
 
-minilm.grading starts it as ``python -S -B -c <this file's text> JOB.json`` in
+minilm.classroom.grading starts it as ``python -S -B -c <this file's text> JOB.json`` in
 a fresh interpreter whose PYTHONPATH starts with the copy, so that ``import
 minilm`` means the copy.  It imports only the standard library and numpy, never
 minilm itself, and loads the package through its own import hook:

@@ -12,7 +12,7 @@ that gains markers gains exercises; ``python -m minilm exercise list`` lists the
 is replaced by a ``raise NotImplementedError`` whose message gives the formula
 (the function's docstring), the section of the text and the shapes the rest of
 the function expects.  The markers stay, so the student sees where to write.
-``exercise check DIR`` grades such a copy (see minilm.grading).
+``exercise check DIR`` grades such a copy (see minilm.classroom.grading).
 
 Notebooks (notebooks/*.ipynb) get student versions too.  In a notebook, a code
 cell tagged ``solution`` (or with nbgrader's ``"solution": true``) is replaced
@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
-PACKAGE = Path(__file__).resolve().parent  # the reference package: the one running this code
+PACKAGE = Path(__file__).resolve().parents[1]  # the reference package: the one running this code
 MANIFEST = "exercises.json"  # written by make into DIR: the exercises handed out, graded by default by check
 STUB_COMMENT = "# YOUR CODE HERE (replace the raise below)"
 
@@ -391,7 +391,7 @@ Install this copy with `pip install -e .` (or run from this folder) so that
 
 
 def cmd_list(args) -> int:
-    from minilm.grading import checks_of
+    from minilm.classroom.grading import checks_of
 
     exercises = find_exercises()
     try:
@@ -419,7 +419,7 @@ def cmd_make(args) -> int:
 
 
 def cmd_check(args) -> int:
-    from minilm.grading import check
+    from minilm.classroom.grading import check
 
     return check(Path(args.dir), args.only, timeout=args.timeout, verbose=args.verbose, json_path=args.json,
                  workers=args.jobs, fast=args.fast)

@@ -3,7 +3,7 @@
     python -m minilm train --model seq2seq --task numbers --out runs/numbers
     python -m minilm translate --checkpoint runs/numbers/checkpoint.npz "three thousand and forty-two"
 
-The loop is minilm.train's, for data that are generated rather than read
+The loop is minilm.training.loop's, for data that are generated rather than read
 from a text: each step draws a batch of training numbers, teacher-forces
 the decoder, clips the gradient norm, follows warmup + cosine and takes an
 AdamW step.  Every ``eval_every`` steps it scores the same seeded sample of
@@ -27,11 +27,12 @@ from pathlib import Path
 
 import numpy as np
 
-from minilm import checkpoint, optim
+from minilm import optim
 from minilm import seq2seq as S
 from minilm.tasks import numbers as N
 from minilm.tasks.vocab import Vocab
-from minilm.train import StopOnSigint, TrainingDiverged, _write_atomic, plot_losses, run_exit_status
+from minilm.training import checkpoint
+from minilm.training.loop import StopOnSigint, TrainingDiverged, _write_atomic, plot_losses, run_exit_status
 from minilm.translate import beam_search, greedy_decode, translation_scores
 
 TASKS = ("numbers",)

@@ -12,7 +12,7 @@ dropout mask); its state is saved in the checkpoint with the step, the
 parameters, AdamW's moments and a recurrent model's carried state, so
 ``resume`` continues exactly where an uninterrupted run would be.
 
-Safe: a checkpoint is written atomically (minilm.checkpoint); Ctrl-C
+Safe: a checkpoint is written atomically (minilm.training.checkpoint); Ctrl-C
 finishes the current step, saves and stops; a NaN or infinite loss or
 gradient stops the run before the update and leaves the last good
 checkpoint untouched; a run never overwrites a checkpoint it did not resume.
@@ -35,14 +35,16 @@ from pathlib import Path
 
 import numpy as np
 
-from minilm import checkpoint, models, optim
-from minilm.corpora import load_text
-from minilm.data import CharTokenizer, WordTokenizer, split
+from minilm import optim
+from minilm.training import adapters as models
+from minilm.training import checkpoint
+from minilm.training.corpora import load_text
+from minilm.training.data import CharTokenizer, WordTokenizer, split
 
 
 @dataclass
 class TrainOptions:
-    """Everything that defines a run.  None means: the model's default (minilm.models)."""
+    """Everything that defines a run.  None means: the model's default (minilm.training.adapters)."""
 
     model: str = "transformer"
     data: str | None = None  # a UTF-8 text file ...
