@@ -68,12 +68,20 @@ def cmd_train(args) -> int:
     return run_exit_status(m, opts.out)
 
 
+def _threads(run, rows: int, requested):
+    """BLAS threads for a command that uses ``run``: minilm.training.threads decides unless --threads is given."""
+    from minilm.training.threads import blas_threads, choose
+
+    return blas_threads(choose(run.params, rows, requested)[0])
+
+
 def cmd_sample(args) -> int:
     """Generate text from a checkpoint."""
     from minilm.training.adapters import load_run, sample_run
 
     run = load_run(args.checkpoint)
-    print(sample_run(run, args.prompt, args.tokens, args.temperature, args.top_k, args.seed))
+    with _threads(run, 1, args.threads):
+        print(sample_run(run, args.prompt, args.tokens, args.temperature, args.top_k, args.seed))
     return 0
 
 
@@ -95,7 +103,8 @@ def cmd_eval(args) -> int:
         d = validation_data(run, log=lambda *a, **k: None)
         ids = d.val_final if d.val_final is not None else d.val
         where = f"the validation set of {d.source}"
-    r = evaluate_run(run, ids)
+    with _threads(run, 512, args.threads):
+        r = evaluate_run(run, ids)
     print(f"{format_scores(r)} over {r.get('tokens', r.get('sentences', len(ids))):,} "
           f"{'tokens' if 'tokens' in r else 'examples'} of {where}")
     return 0
@@ -107,7 +116,9 @@ def cmd_translate(args) -> int:
     from minilm.training.translation import translate_texts
 
     run = load_run(args.checkpoint)
-    for text, out in zip(args.text, translate_texts(run, args.text, args.beam), strict=True):
+    with _threads(run, len(args.text) * args.beam, args.threads):
+        translated = translate_texts(run, args.text, args.beam)
+    for text, out in zip(args.text, translated, strict=True):
         print(f"{text}\t{out}")
     return 0
 
@@ -177,6 +188,8 @@ def add_train_parser(sub) -> None:
     t.add_argument("--clip", type=float, help="clip the global gradient norm to this; 0 = off (1.0)")
     t.add_argument("--eval-every", type=int, metavar="N", help="score the whole validation split every N steps")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument("--threads", type=int, metavar="N", help="BLAS threads (default: chosen from the model's "
+                   "products and the machine's load, see minilm/training/threads.py)")
     t.add_argument("--fast", action="store_true", help="train with minilm.fast where the model has a fast path "
                    "(pre-LN Transformer without dropout, n-gram): same formulas and checkpoints, faster (README)")
     t.add_argument("--task", choices=list(TASKS), help="seq2seq: the generated task (numbers)")
@@ -202,6 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Translate number words with a checkpoint of --model seq2seq.")
     tr.add_argument("--checkpoint", required=True, metavar="PATH")
     tr.add_argument("--beam", type=int, default=1, metavar="K", help="beam search with K prefixes (1 = greedy)")
+    tr.add_argument("--threads", type=int, default=None, metavar="N", help="BLAS threads (default: chosen)")
     tr.add_argument("text", nargs="+", help='e.g. "three thousand and forty-two" (or 三千零四十二 for zh-en)')
     tr.set_defaults(fn=cmd_translate)
     s = sub.add_parser("sample", help="generate text from a checkpoint")
@@ -211,10 +225,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--temperature", type=float, default=0.8, metavar="T", help="0 = greedy (0.8)")
     s.add_argument("--top-k", type=int, default=None, metavar="K", help="sample among the K likeliest tokens")
     s.add_argument("--seed", type=int, default=0, metavar="S")
+    s.add_argument("--threads", type=int, default=None, metavar="N", help="BLAS threads (default: chosen)")
     s.set_defaults(fn=cmd_sample)
     e = sub.add_parser("eval", help="loss and perplexity of a checkpoint")
     e.add_argument("--checkpoint", required=True, metavar="PATH")
     e.add_argument("--data", metavar="FILE", help="score all of this file instead of the validation split")
+    e.add_argument("--threads", type=int, default=None, metavar="N", help="BLAS threads (default: chosen)")
     e.set_defaults(fn=cmd_eval)
     add_bench_subcommand(sub)
     return p

@@ -43,6 +43,7 @@ from minilm import optim
 from minilm.training import adapters as models
 from minilm.training import checkpoint
 from minilm.training.paths import output_dir, publish
+from minilm.training.threads import blas_threads, choose
 
 
 @dataclass
@@ -83,6 +84,7 @@ class TrainOptions:
     val_fraction: float = 0.1
     stop_after: int | None = None  # pause after this step (checkpoint saved); continue with resume
     fast: bool = False  # train with minilm.fast where the model has a fast path (same formulas, same checkpoint)
+    threads: int | None = None  # BLAS threads; None: chosen from the model's products (minilm.training.threads)
     # the seq2seq numbers task (minilm.training.translation)
     direction: str | None = None  # "en-zh": English words -> Chinese numerals, or "zh-en"
     max_number: int | None = None  # the task's numbers are 0 .. max_number
@@ -96,7 +98,7 @@ MODEL_OPTIONS = ("block_size", "context", "layers", "heads", "width", "hidden", 
                  "positions", "scale_embed", "tie_weights", "causal", "task", "direction", "max_number", "held_out",
                  "share_vocab", "eval_size")
 TEXT_OPTIONS = ("data", "corpus", "tokenizer", "max_vocab", "val_fraction")  # models that read a text
-RESUME_MAY_CHANGE = ("steps", "eval_every", "stop_after", "out", "fast")
+RESUME_MAY_CHANGE = ("steps", "eval_every", "stop_after", "out", "fast", "threads")
 
 
 class TrainingDiverged(RuntimeError):
@@ -258,6 +260,7 @@ def start(opts: TrainOptions, resume: bool = False, explicit=None, log=print, fo
                 raise ValueError(f"--{k.replace('_', '-')} {getattr(opts, k)} differs from the checkpoint's "
                                  f"{getattr(saved, k)}; a resumed run keeps its settings")
         o = resolve(dataclasses.replace(saved, out=opts.out, stop_after=opts.stop_after, fast=opts.fast,
+                                        threads=opts.threads,
                                         **{k: getattr(opts, k) for k in ("steps", "eval_every") if k in explicit}))
         adapter, mod = run.adapter, run.module
         d = adapter.prepare(o, log, run.tokenizer)
@@ -366,12 +369,14 @@ def train(opts: TrainOptions, resume: bool = False, explicit=None, log=print, pr
 
     from tqdm import tqdm
 
+    n_threads, why = choose(s.params, a.tokens_per_batch(o), o.threads)
+
     stop_at = o.steps if o.stop_after is None else min(o.steps, o.stop_after)
     Path(o.out).mkdir(parents=True, exist_ok=True)
-    with StopOnSigint() as sigint, tqdm(total=o.steps, initial=s.step, disable=not progress, desc=o.model,
-                                        unit="step", dynamic_ncols=True) as bar:
+    with StopOnSigint() as sigint, blas_threads(n_threads), tqdm(
+            total=o.steps, initial=s.step, disable=not progress, desc=o.model, unit="step", dynamic_ncols=True) as bar:
         log(f"training {o.model} ({models.n_params(s.params):,} parameters) on {s.data.source}: {s.data.about}; "
-            f"steps {s.step} -> {o.steps}", flush=True)
+            f"steps {s.step} -> {o.steps}; BLAS threads {n_threads} ({why})", flush=True)
         while s.step < stop_at:
             t0 = time.perf_counter()
             batch = a.batch(o, s.data, s.step, s.rng)
