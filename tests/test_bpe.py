@@ -252,7 +252,7 @@ def test_train_sample_eval_with_bpe_and_bits_per_character(tmp_path, capsys):
     assert r["tokens"] == len(ids) - 1 and n_chars != r["tokens"]  # per token and per character differ
     assert r["bits_per_char"] == pytest.approx(r["loss"] * r["tokens"] / (n_chars * math.log(2)), rel=1e-12)
     assert main(["eval", "--checkpoint", str(ck), "--data", str(probe)]) == 0
-    assert f"{r['bits_per_char']:.4f} bits/char" in capsys.readouterr().out
+    assert f"bits/char {r['bits_per_char']:.4f}" in capsys.readouterr().out
 
 
 def test_bpe_vocab_size_below_the_bytes_is_a_one_line_error(tmp_path, capsys):
