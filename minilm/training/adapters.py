@@ -106,6 +106,7 @@ def _text_data(min_tokens: Callable):
         if vocab is None:
             specials = ADAPTERS[o.model].specials
             vocab = (data.CharTokenizer.build(text, specials) if o.tokenizer == "char"
+                     else data.BPETokenizer.train(text, o.vocab_size, specials) if o.tokenizer == "bpe"
                      else data.WordTokenizer.build(text, o.max_vocab, specials))
         train_ids, val_ids = data.split(vocab.encode(text), o.val_fraction)
         need = min_tokens(o)
@@ -125,6 +126,13 @@ def _tokenizer_from_dict(d, o):
 
 def _char_level(vocab) -> bool:
     return getattr(vocab, "kind", None) == "char"
+
+
+def _per_character(r: dict, ids: np.ndarray, vocab) -> dict:
+    """BPE: add bits per character of the text the predicted tokens (the last r["tokens"] of ids) spell."""
+    if getattr(vocab, "kind", None) != "bpe":
+        return r
+    return evaluate.per_character(r, vocab.n_chars(ids[len(ids) - r["tokens"]:]))
 
 
 # ---- causal Transformer LM (§5.1) ---------------------------------------------------------------
@@ -147,8 +155,9 @@ def _transformer_step(mod, params, cfg, batch, rng, carry):
 
 
 def _transformer_eval(mod, params, cfg, ids, o, vocab):
-    return evaluate.evaluate_windows(_logits(mod, params, cfg), ids, cfg.block_size, _eval_batch(o),
-                                     _char_level(vocab))
+    r = evaluate.evaluate_windows(_logits(mod, params, cfg), ids, cfg.block_size, _eval_batch(o),
+                                  _char_level(vocab))
+    return _per_character(r, ids, vocab)
 
 
 def _transformer_next(mod, params, cfg, pad_id):
@@ -205,7 +214,8 @@ def _ngram_step(mod, params, cfg, batch, rng, carry):
 
 
 def _ngram_eval(mod, params, cfg, ids, o, vocab):
-    return evaluate.evaluate_contexts(_logits(mod, params, cfg), ids, cfg.context, 1024, _char_level(vocab))
+    r = evaluate.evaluate_contexts(_logits(mod, params, cfg), ids, cfg.context, 1024, _char_level(vocab))
+    return _per_character(r, ids, vocab)
 
 
 def _ngram_next(mod, params, cfg, pad_id):
@@ -247,8 +257,9 @@ def _lstm_stepper(mod, params, cfg):
 
 
 def _lstm_eval(mod, params, cfg, ids, o, vocab):
-    return evaluate.evaluate_streams(_lstm_stepper(mod, params, cfg), ids, o.block_size, _eval_batch(o),
-                                     _char_level(vocab))
+    r = evaluate.evaluate_streams(_lstm_stepper(mod, params, cfg), ids, o.block_size, _eval_batch(o),
+                                  _char_level(vocab))
+    return _per_character(r, ids, vocab)
 
 
 def _lstm_next(mod, params, cfg, pad_id):

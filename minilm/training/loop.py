@@ -71,8 +71,9 @@ class TrainOptions:
     scale_embed: bool | None = None  # multiply token embeddings by sqrt(C) before adding positions (the text's)
     tie_weights: bool | None = None  # output projection = token embedding transposed
     causal: bool | None = None  # False removes the causal mask: the text's bug (each position sees its target)
-    tokenizer: str = "char"  # "char" or "word"
+    tokenizer: str = "char"  # "char", "word" or "bpe"
     max_vocab: int = 10000  # word tokenizer's vocabulary cap, <unk> included
+    vocab_size: int = 1000  # bpe: 256 bytes + learned merges (+ the model's special tokens)
     lr: float | None = None
     min_lr: float | None = None  # default lr / 10
     warmup: int | None = None  # default steps / 20
@@ -97,7 +98,7 @@ class TrainOptions:
 MODEL_OPTIONS = ("block_size", "context", "layers", "heads", "width", "hidden", "dropout", "norm", "activation",
                  "positions", "scale_embed", "tie_weights", "causal", "task", "direction", "max_number", "held_out",
                  "share_vocab", "eval_size")
-TEXT_OPTIONS = ("data", "corpus", "tokenizer", "max_vocab", "val_fraction")  # models that read a text
+TEXT_OPTIONS = ("data", "corpus", "tokenizer", "max_vocab", "vocab_size", "val_fraction")  # models that read a text
 RESUME_MAY_CHANGE = ("steps", "eval_every", "stop_after", "out", "fast", "threads")
 
 
@@ -145,8 +146,11 @@ def resolve(opts: TrainOptions, explicit=()) -> TrainOptions:
         raise ValueError(f"--dropout must be in [0, 1), got {o.dropout}")
     if o.stop_after is not None and o.stop_after < 1:
         raise ValueError(f"--stop-after must be a positive integer, got {o.stop_after}")
-    if o.tokenizer not in ("char", "word"):
-        raise ValueError(f"--tokenizer must be char or word, got {o.tokenizer!r}")
+    if o.tokenizer not in ("char", "word", "bpe"):
+        raise ValueError(f"--tokenizer must be char, word or bpe, got {o.tokenizer!r}")
+    if o.tokenizer == "bpe" and (not isinstance(o.vocab_size, int) or o.vocab_size < 256 + len(a.specials)):
+        raise ValueError(f"--vocab-size must be an integer >= {256 + len(a.specials)} for --tokenizer bpe "
+                         f"(256 bytes{' + ' + ', '.join(a.specials) if a.specials else ''}), got {o.vocab_size}")
     if o.data is not None and o.corpus is not None:
         raise ValueError("give --data FILE or --corpus NAME, not both")
     return o
