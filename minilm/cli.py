@@ -81,7 +81,8 @@ def cmd_sample(args) -> int:
 
     run = load_run(args.checkpoint)
     with _threads(run, 1, args.threads):
-        print(sample_run(run, args.prompt, args.tokens, args.temperature, args.top_k, args.seed))
+        print(sample_run(run, args.prompt, args.tokens, args.temperature, args.top_k, args.seed,
+                         top_p=args.top_p))
     return 0
 
 
@@ -226,6 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tokens", type=int, default=300, metavar="N", help="how many tokens to generate (300)")
     s.add_argument("--temperature", type=float, default=0.8, metavar="T", help="0 = greedy (0.8)")
     s.add_argument("--top-k", type=int, default=None, metavar="K", help="sample among the K likeliest tokens")
+    s.add_argument("--top-p", type=float, default=None, metavar="P",
+                   help="sample among the likeliest tokens whose mass first reaches P (nucleus sampling)")
     s.add_argument("--seed", type=int, default=0, metavar="S")
     s.add_argument("--threads", type=int, default=None, metavar="N", help="BLAS threads (default: chosen)")
     s.set_defaults(fn=cmd_sample)

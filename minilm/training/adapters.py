@@ -75,7 +75,8 @@ class Adapter:
     tokens_per_batch: Callable  # opts -> predicted tokens (or examples) per training batch
     defaults: dict = field(default_factory=dict)  # option values this model uses when none is given
     next_logits: Callable | None = None  # (mod, params, cfg, pad_id) -> generate.generate's next_logits
-    fill: Callable | None = None  # masked LM: (mod, params, cfg, ids, mask_id, rng, temperature, top_k) -> ids
+    fill: Callable | None = None  # masked LM: (mod, params, cfg, ids, mask_id, rng, temperature, top_k, top_p)
+    # -> ids
     specials: tuple = ()  # tokens the tokenizer must carry, e.g. ("[MASK]",)
     reads_text: bool = True  # trains on --data / --corpus, cut by --tokenizer
     unit: str = "tokens"  # what tokens_per_batch counts
@@ -190,10 +191,10 @@ def _mlm_eval(mod, params, cfg, ids, o, vocab):
     return evaluate.evaluate_masked(_logits(mod, params, cfg), mask_fn, ids, cfg.block_size, _eval_batch(o))
 
 
-def _mlm_fill(mod, params, cfg, ids, mask_id, rng, temperature, top_k):
+def _mlm_fill(mod, params, cfg, ids, mask_id, rng, temperature, top_k, top_p=None):
     if len(ids) > cfg.block_size:
         raise ValueError(f"the prompt has {len(ids)} tokens; this masked LM reads at most {cfg.block_size}")
-    return generate.fill_masks(_logits(mod, params, cfg), ids, mask_id, rng, temperature, top_k)
+    return generate.fill_masks(_logits(mod, params, cfg), ids, mask_id, rng, temperature, top_k, top_p)
 
 
 # ---- MLP n-gram LM (§4.2) -----------------------------------------------------------------------
@@ -441,19 +442,21 @@ def format_scores(r: dict) -> str:
 
 
 def sample_run(run: Run, prompt: str = "", n_tokens: int = 200, temperature: float = 1.0, top_k: int | None = None,
-               seed: int = 0) -> str:
+               seed: int = 0, top_p: float | None = None) -> str:
     """Text from the model: the prompt and ``n_tokens`` more (the masked LM: the prompt with each [MASK] filled)."""
     run.require("sample")
     rng = np.random.default_rng(seed)
     tok, a = run.tokenizer, run.adapter
     if n_tokens < 0:
         raise ValueError(f"the number of tokens must be >= 0, got {n_tokens}")
+    generate.check_sampling(temperature, top_k, top_p)
     if a.fill is not None:
         ids = tok.encode(prompt)
-        return tok.decode(a.fill(run.module, run.params, run.cfg, ids, tok.stoi["[MASK]"], rng, temperature, top_k))
+        return tok.decode(a.fill(run.module, run.params, run.cfg, ids, tok.stoi["[MASK]"], rng, temperature, top_k,
+                                top_p))
     ids = tok.encode(prompt) if prompt else np.array([pad_id(tok)], dtype=np.int64)
     if len(ids) == 0:
         raise ValueError("the prompt holds no token the vocabulary knows")
     out = generate.generate(a.next_logits(run.module, run.params, run.cfg, pad_id(tok)), ids, n_tokens, rng,
-                            temperature, top_k)
+                            temperature, top_k, top_p)
     return tok.decode(out if prompt else out[1:])
