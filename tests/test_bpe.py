@@ -173,6 +173,16 @@ def test_broken_gpt2_files_are_value_errors(trained, tmp_path, breakage, match):
         BPETokenizer.load_hf(tmp_path)
 
 
+def test_specials_survive_saving(tmp_path):
+    tok = BPETokenizer.train(ENGLISH, 300, specials=("<|endoftext|>",))
+    assert tok.stoi["<|endoftext|>"] == 299  # last, as in GPT-2's vocabulary
+    text = "one<|endoftext|>two"
+    tok.save_hf(tmp_path)
+    for back in (tokenizer_from_dict(json.loads(json.dumps(tok.to_dict()))), BPETokenizer.load_hf(tmp_path)):
+        assert back.vocab == tok.vocab and back.specials == ["<|endoftext|>"]
+        assert back.encode(text).tolist() == tok.encode(text).tolist() and 299 in tok.encode(text).tolist()
+
+
 def test_too_small_a_vocabulary_is_a_value_error():
     with pytest.raises(ValueError, match="vocab_size >= 256"):
         BPETokenizer.train(ENGLISH, 200)
@@ -208,6 +218,19 @@ def test_ids_equal_hugging_face_on_its_own_files(tmp_path, kind):
     assert got == want
     assert len(set(got)) > 10 and max(got) >= 256  # learned merges are in use, not bytes only
     assert ours.decode(got) == text
+
+
+def test_hugging_face_files_with_specials_before_the_bytes(tmp_path):
+    tokenizers = pytest.importorskip("tokenizers")
+    hf = tokenizers.ByteLevelBPETokenizer()
+    hf.train_from_iterator([corpus()], vocab_size=256 + 200, min_frequency=1, show_progress=False,
+                           special_tokens=["<s>", "<pad>", "</s>"])
+    hf.save_model(str(tmp_path))
+    ours = BPETokenizer.load_hf(tmp_path)
+    assert ours.specials == ["<s>", "<pad>", "</s>"] and [ours.stoi[s] for s in ours.specials] == [0, 1, 2]
+    for text in TEXTS.values():
+        assert ours.encode(text).tolist() == hf.encode(text).ids
+    assert ours.encode("<s>hi</s>").tolist() == [0, *hf.encode("hi").ids, 2]
 
 
 @pytest.mark.parametrize("kind", TEXTS)
