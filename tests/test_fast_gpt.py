@@ -191,3 +191,17 @@ def test_train_fast_matches_plain_and_keeps_the_checkpoint(tmp_path):
     # Every other parameter agrees to float32 rounding.
     diff = {k: float(np.abs(a["params"][k] - b["params"][k]).max()) for k in a["params"]}
     assert max(d for k, d in diff.items() if not k.endswith("attn.b_k")) < 1e-6, diff
+
+
+def test_train_fast_refuses_what_it_cannot_train(tmp_path, capsys):
+    """--fast for a configuration without a fast path: one line, exit status 2, nothing written."""
+    from minilm.cli import main
+
+    path = tmp_path / "text.txt"
+    path.write_text("the cat sees the dog. a dog sees the cat.\n" * 40)
+    out = tmp_path / "run"
+    code = main(["train", "--model", "transformer", "--data", str(path), "--out", str(out), "--steps", "2",
+                 "--norm", "post", "--fast", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--fast" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
