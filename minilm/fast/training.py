@@ -11,11 +11,13 @@ written: ``--fast`` never silently trains the plain way.
 
     transformer   pre-LN causal LM without dropout (minilm.fast.gpt.supports)
     ngram         every configuration (minilm.fast.ngram)
+    lstm          every configuration (minilm.fast.lstm_lm); the carried state as in the plain adapter
 """
 
 from __future__ import annotations
 
 from minilm.fast.gpt import FastTransformer, supports
+from minilm.fast.lstm_lm import FastLSTMLM
 from minilm.fast.ngram import FastNgram
 
 
@@ -25,31 +27,40 @@ def unsupported(o, cfg) -> str | None:
         return None if supports(cfg) else (
             f"--fast covers the Transformer with --norm pre and --dropout 0 only "
             f"(got --norm {cfg.norm}, --dropout {cfg.dropout}); drop --fast to train it the plain way")
-    if o.model == "ngram":
+    if o.model in ("ngram", "lstm"):
         return None
     return f"--fast has no fast path for --model {o.model} yet; drop --fast to train it the plain way"
 
 
+def _pairs(carry):
+    """[h0, c0, h1, c1, ...] (a checkpoint's carry) -> [(h, c) per layer], as minilm.training.adapters."""
+    return [(carry[i], carry[i + 1]) for i in range(0, len(carry), 2)]
+
+
 def attach(s):
-    """A function ``step(batch, lr) -> (loss, gradient norm)`` training ``s.params`` in place.
+    """A function ``step(batch, lr, carry) -> (loss, gradient norm, carry)`` training ``s.params`` in place.
 
     Raises ValueError (one line, nothing written yet) for a configuration without a fast path.
     """
     why = unsupported(s.o, s.cfg)
     if why is not None:
         raise ValueError(why)
-    if s.o.model == "transformer":
-        model = FastTransformer(s.cfg, s.params)
-    else:
-        model = FastNgram(s.cfg, s.params)
+    model = {"transformer": FastTransformer, "ngram": FastNgram, "lstm": FastLSTMLM}[s.o.model](s.cfg, s.params)
     model.load_opt_state(s.opt_state)
     s.params, s.opt_state = model.params, model.opt_state()
     o = s.o
+    hyper = dict(weight_decay=o.weight_decay, max_norm=o.clip)
 
-    def step(batch, lr):
-        x, y = batch
-        loss, norm = model.step(x, y, lr, o.beta1, o.beta2, weight_decay=o.weight_decay, max_norm=o.clip)
+    def step(batch, lr, carry):
+        if o.model == "lstm":  # minilm.training.adapters._lstm_step, fast
+            x, y, fresh = batch
+            state = None if fresh or not carry else _pairs(carry)
+            loss, norm, final = model.step(x, y, lr, o.beta1, o.beta2, state=state, **hyper)
+            carry = [a for pair in final for a in pair]
+        else:
+            x, y = batch
+            (loss, norm), carry = model.step(x, y, lr, o.beta1, o.beta2, **hyper), None
         s.opt_state["t"] = model.flat.t
-        return loss, norm
+        return loss, norm, carry
 
     return step

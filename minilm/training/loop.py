@@ -358,7 +358,7 @@ def train(opts: TrainOptions, resume: bool = False, explicit=None, log=print, pr
             lr = optim.lr_at(s.step, o.lr, o.min_lr, o.warmup, o.steps)
             if fast_step is not None:  # loss, gradients, clipping and AdamW in one call (minilm.fast.training)
                 with np.errstate(over="ignore", invalid="ignore"):
-                    (loss, norm), carry = fast_step(batch, lr), None
+                    loss, norm, carry = fast_step(batch, lr, s.carry)
                 for what, value in (("the training loss", loss), ("the gradient norm", norm)):
                     if not math.isfinite(value):
                         raise _diverged(s, what, value, s.step + 1)
