@@ -169,8 +169,8 @@ def add_train_parser(sub) -> None:
     t.add_argument("--clip", type=float, help="clip the global gradient norm to this; 0 = off (1.0)")
     t.add_argument("--eval-every", type=int, metavar="N", help="score the whole validation split every N steps")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
-    t.add_argument("--fast", action="store_true", help="train with minilm.fast where the model has a fast path "
-                   "(pre-LN Transformer without dropout, n-gram): same formulas and checkpoints, faster (README)")
+    t.add_argument("--fast", action="store_true", help="train with minilm.fast (every model but seq2seq, "
+                   "which refuses it): same formulas, batches and checkpoints, faster (README)")
     add_task_arguments(t)  # --task numbers and its options, for --model seq2seq
     t.set_defaults(fn=cmd_train)
 

@@ -9,13 +9,21 @@ lines (loss and gradients, clipping, AdamW).  A configuration without a fast
 path is refused (``unsupported`` says why, in one line) before anything is
 written: ``--fast`` never silently trains the plain way.
 
-    transformer   pre-LN causal LM without dropout (minilm.fast.gpt.supports)
+    transformer   every configuration train offers (minilm.fast.gpt.supports): pre- or post-LN,
+                  ReLU or GELU, either positions, dropout (masks drawn from the run's generator)
+    mlm           the same, bidirectional; the batch masked by minilm.mlm.mask_tokens first
     ngram         every configuration (minilm.fast.ngram)
     lstm          every configuration (minilm.fast.lstm_lm); the carried state as in the plain adapter
+
+Each step draws from the run's generator exactly what the plain adapter's
+step draws, in the same order, so a run with --fast and one without see the
+same batches, masks and dropout, and a checkpoint of either resumes in either.
+(minilm train --model seq2seq has its own loop, without a fast path; it refuses --fast.)
 """
 
 from __future__ import annotations
 
+from minilm import mlm
 from minilm.fast.gpt import FastTransformer, supports
 from minilm.fast.lstm_lm import FastLSTMLM
 from minilm.fast.ngram import FastNgram
@@ -23,10 +31,10 @@ from minilm.fast.ngram import FastNgram
 
 def unsupported(o, cfg) -> str | None:
     """Why ``--fast`` cannot train this model and configuration, or None when it can."""
-    if o.model == "transformer":
+    if o.model in ("transformer", "mlm"):
         return None if supports(cfg) else (
-            f"--fast covers the Transformer with --norm pre and --dropout 0 only "
-            f"(got --norm {cfg.norm}, --dropout {cfg.dropout}); drop --fast to train it the plain way")
+            f"--fast has no fast path for this Transformer (ffn {cfg.ffn!r}, norm {cfg.norm!r}); "
+            f"drop --fast to train it the plain way")
     if o.model in ("ngram", "lstm"):
         return None
     return f"--fast has no fast path for --model {o.model} yet; drop --fast to train it the plain way"
@@ -45,7 +53,8 @@ def attach(s):
     why = unsupported(s.o, s.cfg)
     if why is not None:
         raise ValueError(why)
-    model = {"transformer": FastTransformer, "ngram": FastNgram, "lstm": FastLSTMLM}[s.o.model](s.cfg, s.params)
+    fast_class = {"transformer": FastTransformer, "mlm": FastTransformer, "ngram": FastNgram, "lstm": FastLSTMLM}
+    model = fast_class[s.o.model](s.cfg, s.params)
     model.load_opt_state(s.opt_state)
     s.params, s.opt_state = model.params, model.opt_state()
     o = s.o
@@ -57,6 +66,11 @@ def attach(s):
             state = None if fresh or not carry else _pairs(carry)
             loss, norm, final = model.step(x, y, lr, o.beta1, o.beta2, state=state, **hyper)
             carry = [a for pair in final for a in pair]
+        elif o.model in ("transformer", "mlm"):  # adapters._transformer_step / _mlm_step, fast
+            x, y = batch
+            if o.model == "mlm":
+                x, y = mlm.mask_tokens(x, s.cfg, s.rng)  # 15% of positions chosen, 80/10/10
+            (loss, norm), carry = model.step(x, y, lr, o.beta1, o.beta2, rng=s.rng, **hyper), None
         else:
             x, y = batch
             (loss, norm), carry = model.step(x, y, lr, o.beta1, o.beta2, **hyper), None

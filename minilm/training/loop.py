@@ -78,7 +78,7 @@ class TrainOptions:
     eval_every: int | None = None  # default steps / 5
     val_fraction: float = 0.1
     stop_after: int | None = None  # pause after this step (checkpoint saved); continue with resume
-    fast: bool = False  # train with minilm.fast where the model has a fast path (same formulas, same checkpoint)
+    fast: bool = False  # train with minilm.fast (same formulas, same checkpoint; refused where there is none)
 
 
 # options that only some models use: a model uses those its adapter has a default for
