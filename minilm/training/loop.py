@@ -84,7 +84,7 @@ class TrainOptions:
     eval_every: int | None = None  # default steps / 5
     val_fraction: float = 0.1
     stop_after: int | None = None  # pause after this step (checkpoint saved); continue with resume
-    fast: bool = False  # train with minilm.fast where the model has a fast path (same formulas, same checkpoint)
+    fast: bool = False  # train with minilm.fast (same formulas, same checkpoint; refused where there is none)
     threads: int | None = None  # BLAS threads; None: chosen from the model's products (minilm.training.threads)
     # the seq2seq numbers task (minilm.training.translation)
     direction: str | None = None  # "en-zh": English words -> Chinese numerals, or "zh-en"
@@ -387,7 +387,7 @@ def train(opts: TrainOptions, resume: bool = False, explicit=None, log=print, pr
             lr = optim.lr_at(s.step, o.lr, o.min_lr, o.warmup, o.steps)
             if fast_step is not None:  # loss, gradients, clipping and AdamW in one call (minilm.fast.training)
                 with np.errstate(over="ignore", invalid="ignore"):
-                    (loss, norm), carry = fast_step(batch, lr), None
+                    loss, norm, carry = fast_step(batch, lr, s.carry)
                 for what, value in (("the training loss", loss), ("the gradient norm", norm)):
                     if not math.isfinite(value):
                         raise _diverged(s, what, value, s.step + 1)
