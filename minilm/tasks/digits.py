@@ -286,3 +286,33 @@ def pad_batch(feats: list, targets: list | None = None, ignore: int = -100):
         y_out[b, : len(t)] = t
         y_in[b, 1 : len(t)] = t[:-1]
     return x, lengths, y_in, y_out
+
+
+# ---- scores ----
+
+def word_errors(hypothesis: str, reference: str) -> int:
+    """Edit distance over words: the fewest word insertions, deletions and substitutions."""
+    from minilm.translate import edit_distance
+
+    return edit_distance(hypothesis.split(), reference.split())
+
+
+def scores(hypotheses: list, references: list) -> dict:
+    """word_error_rate = sum of word edit distances / reference words; exact_match = share of utterances
+    transcribed exactly; n utterances and reference words."""
+    if len(hypotheses) != len(references) or not references:
+        raise ValueError(f"need as many hypotheses as references (at least one), got {len(hypotheses)} and "
+                         f"{len(references)}")
+    words = sum(len(r.split()) for r in references)
+    return {"word_error_rate": sum(word_errors(h, r) for h, r in zip(hypotheses, references, strict=True)) / words,
+            "exact_match": sum(h == r for h, r in zip(hypotheses, references, strict=True)) / len(references),
+            "utterances": len(references), "words": words}
+
+
+def per_speaker(hypotheses: list, references: list, speakers: list) -> dict:
+    """scores() of each speaker's utterances (one-digit utterances: exact match is the digit accuracy)."""
+    out = {}
+    for s in sorted({sp[0] for sp in speakers}):
+        idx = [i for i, sp in enumerate(speakers) if sp[0] == s]
+        out[s] = scores([hypotheses[i] for i in idx], [references[i] for i in idx])
+    return out
