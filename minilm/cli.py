@@ -93,6 +93,10 @@ def cmd_eval(args) -> int:
 
     run = load_run(args.checkpoint)
     run.require("eval")
+    if args.data_dir is not None:
+        if run.adapter.name != "las":
+            raise ValueError(f"--data-dir does not apply to {args.checkpoint}, a {run.adapter.name} model")
+        run.opts.data_dir = args.data_dir
     if args.data is not None:
         if not run.adapter.reads_text:
             raise ValueError(f"--data does not apply to {args.checkpoint}: a {run.adapter.name} model is scored "
@@ -124,10 +128,22 @@ def cmd_translate(args) -> int:
     return 0
 
 
+def cmd_transcribe(args) -> int:
+    """Transcribe WAV files with a las checkpoint."""
+    from minilm.training.adapters import load_run
+    from minilm.training.speech import transcribe_files
+
+    run = load_run(args.checkpoint)
+    for path, text in zip(args.files, transcribe_files(run, args.files, args.beam), strict=True):
+        print(f"{path}\t{text}")
+    return 0
+
+
 def add_train_parser(sub) -> None:
     from minilm.tasks.numbers import DIRECTIONS
     from minilm.training.adapters import ADAPTERS
     from minilm.training.corpora import CORPORA
+    from minilm.training.speech import TASKS as SPEECH_TASKS
     from minilm.training.translation import TASKS
 
     def flag(k, v):
@@ -195,13 +211,19 @@ def add_train_parser(sub) -> None:
                    "products and the machine's load, see minilm/training/threads.py)")
     t.add_argument("--fast", action="store_true", help="train with minilm.fast (every model but seq2seq, "
                    "which refuses it): same formulas, batches and checkpoints, faster (README)")
-    t.add_argument("--task", choices=list(TASKS), help="seq2seq: the generated task (numbers)")
+    t.add_argument("--task", choices=[*TASKS, *SPEECH_TASKS],
+                   help="seq2seq: the generated task (numbers); las: spoken digits (digits)")
     t.add_argument("--direction", choices=list(DIRECTIONS), help="seq2seq: en-zh (default) or zh-en")
     t.add_argument("--max-number", type=int, metavar="N", help="seq2seq: numbers 0 .. N (99999)")
     t.add_argument("--held-out", type=float, metavar="F", help="seq2seq: fraction of numbers never trained on (0.1)")
     t.add_argument("--share-vocab", action=argparse.BooleanOptionalAction,
                    help="seq2seq: one vocabulary for both languages")
-    t.add_argument("--eval-size", type=int, metavar="N", help="seq2seq: held-out numbers per evaluation (1000)")
+    t.add_argument("--eval-size", type=int, metavar="N",
+                   help="seq2seq: held-out numbers per evaluation (1000); las: test utterances (300)")
+    t.add_argument("--data-dir", metavar="DIR", help="las: a copy of the FSDD recordings (default: download "
+                   "v1.0.10 once into $MINILM_CACHE); checked against its SHA256SUMS either way")
+    t.add_argument("--max-digits", type=int, metavar="N", help="las: utterances of 1 .. N digits (3)")
+    t.add_argument("--train-size", type=int, metavar="N", help="las: training utterances (6000)")
     t.set_defaults(fn=cmd_train)
 
 
@@ -221,6 +243,12 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--threads", type=int, default=None, metavar="N", help="BLAS threads (default: chosen)")
     tr.add_argument("text", nargs="+", help='e.g. "three thousand and forty-two" (or 三千零四十二 for zh-en)')
     tr.set_defaults(fn=cmd_translate)
+    tc = sub.add_parser("transcribe", help="transcribe spoken digits with a las checkpoint",
+                        description="Transcribe 8 kHz mono 16-bit PCM WAV files with a checkpoint of --model las.")
+    tc.add_argument("--checkpoint", required=True, metavar="PATH")
+    tc.add_argument("--beam", type=int, default=1, metavar="K", help="beam search with K prefixes (1 = greedy)")
+    tc.add_argument("files", nargs="+", metavar="FILE.wav")
+    tc.set_defaults(fn=cmd_transcribe)
     s = sub.add_parser("sample", help="generate text from a checkpoint")
     s.add_argument("--checkpoint", required=True, metavar="PATH")
     s.add_argument("--prompt", default="", help="text to continue (masked LM: text with [MASK] to fill in)")
@@ -236,6 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--checkpoint", required=True, metavar="PATH")
     e.add_argument("--data", metavar="FILE", help="score all of this file instead of the validation split")
     e.add_argument("--threads", type=int, default=None, metavar="N", help="BLAS threads (default: chosen)")
+    e.add_argument("--data-dir", metavar="DIR", help="las: where the FSDD recordings are, if not where trained")
     e.set_defaults(fn=cmd_eval)
     add_bench_subcommand(sub)
     return p

@@ -92,14 +92,18 @@ class TrainOptions:
     held_out: float | None = None  # fraction of them never trained on
     share_vocab: bool | None = None  # one joint vocabulary and embedding table for both languages
     eval_size: int | None = None  # held-out numbers scored at each evaluation (all of them at the end)
+    # the las spoken-digits task (minilm.training.speech)
+    data_dir: str | None = None  # a copy of the FSDD recordings the user has (default: the verified download)
+    max_digits: int | None = None  # utterances of 1 .. max_digits digits
+    train_size: int | None = None  # training utterances drawn once from the seed
 
 
 # options that only some models use: a model uses those its adapter has a default for
 MODEL_OPTIONS = ("block_size", "context", "layers", "heads", "width", "hidden", "dropout", "norm", "activation",
                  "positions", "scale_embed", "tie_weights", "causal", "task", "direction", "max_number", "held_out",
-                 "share_vocab", "eval_size")
+                 "share_vocab", "eval_size", "data_dir", "max_digits", "train_size")
 TEXT_OPTIONS = ("data", "corpus", "tokenizer", "max_vocab", "vocab_size", "val_fraction")  # models that read a text
-RESUME_MAY_CHANGE = ("steps", "eval_every", "stop_after", "out", "fast", "threads")
+RESUME_MAY_CHANGE = ("steps", "eval_every", "stop_after", "out", "fast", "threads", "data_dir")  # data_dir: sha256
 
 
 class TrainingDiverged(RuntimeError):
@@ -128,8 +132,8 @@ def resolve(opts: TrainOptions, explicit=()) -> TrainOptions:
     o.warmup = max(1, o.steps // 20) if o.warmup is None else o.warmup
     o.eval_every = max(1, o.steps // 5) if o.eval_every is None else o.eval_every
     positive = ["steps", "batch_size", "eval_every", "max_vocab"] + [
-        k for k in ("block_size", "context", "layers", "heads", "width", "hidden", "max_number", "eval_size")
-        if k in a.defaults]
+        k for k in ("block_size", "context", "layers", "heads", "width", "hidden", "max_number", "eval_size",
+                  "max_digits", "train_size") if k in a.defaults]
     for k in positive:
         if not isinstance(getattr(o, k), int) or getattr(o, k) < 1:
             raise ValueError(f"--{k.replace('_', '-')} must be a positive integer, got {getattr(o, k)}")
