@@ -76,7 +76,7 @@ def cmd_sample(args) -> int:
     from minilm.training.adapters import load_run, sample_run
 
     run = load_run(args.checkpoint)
-    print(sample_run(run, args.prompt, args.tokens, args.temperature, args.top_k, args.seed))
+    print(sample_run(run, args.prompt, args.tokens, args.temperature, args.top_k, args.seed, cache=args.cache))
     return 0
 
 
@@ -194,6 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--temperature", type=float, default=0.8, metavar="T", help="0 = greedy (0.8)")
     s.add_argument("--top-k", type=int, default=None, metavar="K", help="sample among the K likeliest tokens")
     s.add_argument("--seed", type=int, default=0, metavar="S")
+    s.add_argument("--cache", action=argparse.BooleanOptionalAction, default=True,
+                   help="keep each layer's keys and values (on); --no-cache recomputes the window every step")
     s.set_defaults(fn=cmd_sample)
     e = sub.add_parser("eval", help="loss and perplexity of a checkpoint")
     e.add_argument("--checkpoint", required=True, metavar="PATH")

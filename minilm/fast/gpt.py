@@ -42,10 +42,11 @@ from minilm.validate import check_ids
 
 def supports(cfg) -> bool:
     """The fast path covers pre-LN causal LMs without dropout (the nanoGPT family), any activation,
-    positions, embedding scale and weight tying; other configurations use minilm.transformer."""
+    positions, embedding scale and weight tying, with an output bias; other configurations use
+    minilm.transformer."""
     return (getattr(cfg, "norm", "pre") == "pre" and getattr(cfg, "causal", True)
             and not getattr(cfg, "dropout", 0.0) and getattr(cfg, "final_norm", True)
-            and _activation(cfg) in ("gelu", "relu"))
+            and _activation(cfg) in ("gelu", "relu") and getattr(cfg, "head_bias", True))
 
 
 def _activation(cfg) -> str:

@@ -46,7 +46,7 @@ class Adapter:
     batch: Callable  # (opts, ids, step, rng) -> a batch
     step: Callable  # (mod, params, cfg, batch, rng, carry) -> (loss, grads, carry)
     evaluate: Callable  # (mod, params, cfg, ids, opts, char_level) -> {"loss", "perplexity", ...}
-    next_logits: Callable | None  # (mod, params, cfg, pad_id) -> generate.generate's next_logits
+    next_logits: Callable | None  # (mod, params, cfg, pad_id, cache) -> generate.generate's next_logits
     tokens_per_batch: Callable  # opts -> predicted tokens per training batch
     min_tokens: Callable  # opts -> fewest tokens a split needs
     defaults: dict = field(default_factory=dict)  # option values this model uses when none is given
@@ -91,8 +91,13 @@ def _transformer_eval(mod, params, cfg, ids, o, char_level):
     return evaluate.evaluate_windows(_logits(mod, params, cfg), ids, cfg.block_size, _eval_batch(o), char_level)
 
 
-def _transformer_next(mod, params, cfg, pad_id):
-    return generate.window_next(_logits(mod, params, cfg), cfg.block_size)
+def _transformer_next(mod, params, cfg, pad_id, cache=True):
+    """KV cache (or, cache=False, the window recomputed each step); past block_size both crop to the
+    last block_size // 2 tokens (minilm.generate), so the two give the same text."""
+    keep = max(1, cfg.block_size // 2)
+    if cache:
+        return generate.cached_next(lambda x, past: mod.forward_cached(params, cfg, x, past), cfg.block_size, keep)
+    return generate.window_next(_logits(mod, params, cfg), cfg.block_size, keep)
 
 
 # ---- masked LM (§3.2): the same Transformer, bidirectional, with [MASK] as the last id -------------
@@ -148,7 +153,7 @@ def _ngram_eval(mod, params, cfg, ids, o, char_level):
     return evaluate.evaluate_contexts(_logits(mod, params, cfg), ids, cfg.context, 1024, char_level)
 
 
-def _ngram_next(mod, params, cfg, pad_id):
+def _ngram_next(mod, params, cfg, pad_id, cache=True):  # reads its N tokens: nothing to cache
     return generate.context_next(_logits(mod, params, cfg), cfg.context, pad_id)
 
 
@@ -190,7 +195,7 @@ def _lstm_eval(mod, params, cfg, ids, o, char_level):
     return evaluate.evaluate_streams(_lstm_stepper(mod, params, cfg), ids, o.block_size, _eval_batch(o), char_level)
 
 
-def _lstm_next(mod, params, cfg, pad_id):
+def _lstm_next(mod, params, cfg, pad_id, cache=True):  # its carried state is its cache
     return generate.recurrent_next(_lstm_stepper(mod, params, cfg))
 
 
@@ -289,8 +294,10 @@ def evaluate_run(run: Run, ids: np.ndarray) -> dict:
 
 
 def sample_run(run: Run, prompt: str = "", n_tokens: int = 200, temperature: float = 1.0, top_k: int | None = None,
-               seed: int = 0) -> str:
-    """Text from the model: the prompt and ``n_tokens`` more (the masked LM: the prompt with each [MASK] filled)."""
+               seed: int = 0, cache: bool = True) -> str:
+    """Text from the model: the prompt and ``n_tokens`` more (the masked LM: the prompt with each [MASK] filled).
+
+    ``cache=False`` recomputes a Transformer's window at every step instead of keeping its keys and values."""
     rng = np.random.default_rng(seed)
     tok, a = run.tokenizer, run.adapter
     if n_tokens < 0:
@@ -301,6 +308,6 @@ def sample_run(run: Run, prompt: str = "", n_tokens: int = 200, temperature: flo
     ids = tok.encode(prompt) if prompt else np.array([pad_id(tok)], dtype=np.int64)
     if len(ids) == 0:
         raise ValueError("the prompt holds no token the vocabulary knows")
-    out = generate.generate(a.next_logits(run.module, run.params, run.cfg, pad_id(tok)), ids, n_tokens, rng,
+    out = generate.generate(a.next_logits(run.module, run.params, run.cfg, pad_id(tok), cache), ids, n_tokens, rng,
                             temperature, top_k)
     return tok.decode(out if prompt else out[1:])
