@@ -164,9 +164,11 @@ def _transformer_eval(mod, params, cfg, ids, o, vocab):
 
 def _transformer_next(mod, params, cfg, pad_id, cache=True):
     """KV cache (or, cache=False, the window recomputed each step); past block_size both crop to the
-    last block_size // 2 tokens (minilm.generate), so the two give the same text."""
+    last block_size // 2 tokens (minilm.generate), so the two give the same text.  A model without the
+    causal mask (--no-causal-mask, the text's bug) lets old positions read new ones, so nothing computed
+    for them stays valid: it always recomputes."""
     keep = max(1, cfg.block_size // 2)
-    if cache:
+    if cache and cfg.causal:
         return generate.cached_next(lambda x, past: mod.forward_cached(params, cfg, x, past), cfg.block_size, keep)
     return generate.window_next(_logits(mod, params, cfg), cfg.block_size, keep)
 
