@@ -166,7 +166,9 @@ class BPETokenizer:
         vocab = [bytes([b]) for b in GPT2_BYTE_ORDER]
         id_of = {t: i for i, t in enumerate(vocab)}
         byte_id = [id_of[bytes([b])] for b in range(256)]
-        counts = Counter(GPT2_PATTERN.findall(text))
+        counts = Counter()
+        for part in (regex.split("|".join(regex.escape(t) for t in specials), text) if specials else [text]):
+            counts.update(GPT2_PATTERN.findall(part))  # special tokens in the text are not learned from
         words = [tuple(byte_id[b] for b in w.encode("utf-8")) for w in counts]  # distinct words as token ids
         n_w = list(counts.values())  # how often each occurs
 

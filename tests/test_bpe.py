@@ -137,6 +137,8 @@ def test_specials_are_whole_tokens():
     assert tok.vocab_size == 300 and tok.stoi["[MASK]"] == 299
     ids = tok.encode("the [MASK] is")
     assert 299 in ids.tolist() and tok.decode(ids) == "the [MASK] is"
+    seen = BPETokenizer.train("[MASK]" * 50 + ENGLISH, 300, specials=("[MASK]",))
+    assert seen.merges == tok.merges  # a special token in the training text teaches no merges
 
 
 # ---- saving --------------------------------------------------------------------------------------------------
