@@ -157,8 +157,10 @@ def add_train_parser(sub) -> None:
                    help="share the token embedding with the output projection (off)")
     t.add_argument("--causal-mask", dest="causal", action=argparse.BooleanOptionalAction,
                    help="--no-causal-mask reproduces the text's bug: each position sees the token it predicts")
-    t.add_argument("--tokenizer", choices=["char", "word"], help="characters (default) or words")
+    t.add_argument("--tokenizer", choices=["char", "word", "bpe"],
+                   help="characters (default), words, or byte-level BPE (GPT-2's)")
     t.add_argument("--max-vocab", type=int, metavar="N", help="word tokenizer: vocabulary cap incl. <unk>")
+    t.add_argument("--vocab-size", type=int, metavar="N", help="bpe: 256 bytes + learned merges (1000)")
     t.add_argument("--val-fraction", type=float, metavar="F", help="last fraction held out (0.1)")
     t.add_argument("--lr", type=float, help="peak learning rate")
     t.add_argument("--min-lr", type=float, help="learning rate at the end of the cosine (lr / 10)")

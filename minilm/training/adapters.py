@@ -290,7 +290,15 @@ def evaluate_run(run: Run, ids: np.ndarray) -> dict:
     if len(ids) < run.adapter.min_tokens(run.opts):
         raise ValueError(f"the text is too short to evaluate: {len(ids)} tokens, --model {run.adapter.name} "
                          f"needs at least {run.adapter.min_tokens(run.opts)}")
-    return run.adapter.evaluate(run.module, run.params, run.cfg, ids, run.opts, run.tokenizer.kind == "char")
+    return score(run.adapter, run.module, run.params, run.cfg, ids, run.opts, run.tokenizer)
+
+
+def score(adapter, mod, params, cfg, ids, opts, tok) -> dict:
+    """The adapter's evaluation of ``ids``; for BPE also bits per character of the text the targets spell."""
+    r = adapter.evaluate(mod, params, cfg, ids, opts, tok.kind == "char")
+    if tok.kind == "bpe" and "accuracy" not in r:  # the predicted tokens are the last r["tokens"] of ids
+        r = evaluate.per_character(r, tok.n_chars(ids[len(ids) - r["tokens"]:]))
+    return r
 
 
 def sample_run(run: Run, prompt: str = "", n_tokens: int = 200, temperature: float = 1.0, top_k: int | None = None,

@@ -39,7 +39,7 @@ from minilm import optim
 from minilm.training import adapters as models
 from minilm.training import checkpoint
 from minilm.training.corpora import load_text
-from minilm.training.data import CharTokenizer, WordTokenizer, split
+from minilm.training.data import BPETokenizer, CharTokenizer, WordTokenizer, split
 
 
 @dataclass
@@ -66,8 +66,9 @@ class TrainOptions:
     scale_embed: bool | None = None  # multiply token embeddings by sqrt(C) before adding positions (the text's)
     tie_weights: bool | None = None  # output projection = token embedding transposed
     causal: bool | None = None  # False removes the causal mask: the text's bug (each position sees its target)
-    tokenizer: str = "char"  # "char" or "word"
+    tokenizer: str = "char"  # "char", "word" or "bpe"
     max_vocab: int = 10000  # word tokenizer's vocabulary cap, <unk> included
+    vocab_size: int = 1000  # bpe: 256 bytes + learned merges (+ the model's special tokens)
     lr: float | None = None
     min_lr: float | None = None  # default lr / 10
     warmup: int | None = None  # default steps / 20
@@ -123,8 +124,11 @@ def resolve(opts: TrainOptions) -> TrainOptions:
         raise ValueError(f"--dropout must be in [0, 1), got {o.dropout}")
     if o.stop_after is not None and o.stop_after < 1:
         raise ValueError(f"--stop-after must be a positive integer, got {o.stop_after}")
-    if o.tokenizer not in ("char", "word"):
-        raise ValueError(f"--tokenizer must be char or word, got {o.tokenizer!r}")
+    if o.tokenizer not in ("char", "word", "bpe"):
+        raise ValueError(f"--tokenizer must be char, word or bpe, got {o.tokenizer!r}")
+    if o.tokenizer == "bpe" and (not isinstance(o.vocab_size, int) or o.vocab_size < 256 + len(a.specials)):
+        raise ValueError(f"--vocab-size must be an integer >= {256 + len(a.specials)} for --tokenizer bpe "
+                         f"(256 bytes{' + ' + ', '.join(a.specials) if a.specials else ''}), got {o.vocab_size}")
     if o.data is not None and o.corpus is not None:
         raise ValueError("give --data FILE or --corpus NAME, not both")
     return o
@@ -250,6 +254,7 @@ def start(opts: TrainOptions, resume: bool = False, explicit=None, log=print, fo
         raise ValueError(f"the training text ({source}) is not the one checkpoint {ckpt_path} was trained on")
     if not resume:
         tok = (CharTokenizer.build(text, adapter.specials) if o.tokenizer == "char"
+               else BPETokenizer.train(text, o.vocab_size, adapter.specials) if o.tokenizer == "bpe"
                else WordTokenizer.build(text, o.max_vocab, adapter.specials))
     train_ids, val_ids = split(tok.encode(text), o.val_fraction)
     need = adapter.min_tokens(o)
@@ -279,7 +284,7 @@ def start(opts: TrainOptions, resume: bool = False, explicit=None, log=print, fo
 def evaluate(s: Session) -> dict:
     """Score the whole validation split and record it in the history."""
     with np.errstate(over="ignore", invalid="ignore"):  # a diverged model is reported by the caller
-        r = s.adapter.evaluate(s.mod, s.params, s.cfg, s.val_ids, s.o, s.tok.kind == "char")
+        r = models.score(s.adapter, s.mod, s.params, s.cfg, s.val_ids, s.o, s.tok)
     s.history["eval_step"].append(s.step)
     s.history["val_loss"].append(r["loss"])
     s.last_eval = r
