@@ -64,6 +64,8 @@ def bytes_to_unicode() -> dict[int, str]:
 
 BYTE_TO_CHAR = bytes_to_unicode()
 CHAR_TO_BYTE = {c: b for b, c in BYTE_TO_CHAR.items()}
+# GPT-2's ids of the 256 bytes: the order of the characters that spell them ("!" is 0, "Ġ", the space, 220)
+GPT2_BYTE_ORDER = sorted(range(256), key=lambda b: ord(BYTE_TO_CHAR[b]))
 
 
 def _spell(token: bytes) -> str:
@@ -76,10 +78,6 @@ def _unspell(s: str, where: str) -> bytes:
         return bytes(CHAR_TO_BYTE[c] for c in s)
     except KeyError as e:
         raise ValueError(f"{where}: {s!r} is not a byte-level token (character {e.args[0]!r})") from None
-
-
-def _pairs(word) -> Counter:
-    return Counter(zip(word[:-1], word[1:], strict=True))
 
 
 def _merge_word(word: tuple, a: int, b: int, c: int) -> tuple:
@@ -151,8 +149,10 @@ class BPETokenizer:
     def train(cls, text: str, vocab_size: int, specials=()) -> BPETokenizer:
         """Learn merges on ``text`` until there are ``vocab_size`` tokens (256 bytes + merges + specials).
 
-        Stops early when no pair occurs any more.  Ties between equally frequent
-        pairs go to the smaller (a, b).
+        The bytes take GPT-2's ids (``GPT2_BYTE_ORDER``), merge r makes id 256 + r
+        (unless its bytes already have an id).  Ties between equally frequent
+        pairs go to the smaller (a, b), as in Hugging Face's trainer, so that both
+        learn the same merges.  Stops early when no pair occurs any more.
         """
         n_merges = vocab_size - 256 - len(specials)
         if n_merges < 0:
@@ -160,10 +160,11 @@ class BPETokenizer:
                              f"{' + specials' if specials else ''}), got {vocab_size}")
         if not text:
             raise ValueError("cannot train a BPE tokenizer on empty text")
-        vocab = [bytes([b]) for b in range(256)]
+        vocab = [bytes([b]) for b in GPT2_BYTE_ORDER]
         id_of = {t: i for i, t in enumerate(vocab)}
+        byte_id = [id_of[bytes([b])] for b in range(256)]
         counts = Counter(GPT2_PATTERN.findall(text))
-        words = [tuple(w.encode("utf-8")) for w in counts]  # distinct words as token ids
+        words = [tuple(byte_id[b] for b in w.encode("utf-8")) for w in counts]  # distinct words as token ids
         n_w = list(counts.values())  # how often each occurs
 
         pair_count: dict[tuple[int, int], int] = defaultdict(int)
@@ -191,26 +192,27 @@ class BPETokenizer:
                 c = id_of[new] = len(vocab)
                 vocab.append(new)
             merges.append(p)
-            changed = Counter()
+            changed: dict[tuple[int, int], int] = defaultdict(int)  # pair -> change of its count
             for k in where.pop(p):
                 w = words[k]
-                if len(w) < 2:
-                    continue
                 nw = _merge_word(w, a, b, c)
                 if len(nw) == len(w):  # a stale entry: the word no longer holds the pair
                     continue
                 words[k] = nw
-                for q, d in (_pairs(nw) - _pairs(w)).items():
-                    changed[q] += d * n_w[k]
+                n = n_w[k]
+                for q in zip(w[:-1], w[1:], strict=True):  # the old word's pairs leave the counts ...
+                    changed[q] -= n
+                for q in zip(nw[:-1], nw[1:], strict=True):  # ... and the new word's come in
+                    changed[q] += n
                     where[q].add(k)
-                for q, d in (_pairs(w) - _pairs(nw)).items():
-                    changed[q] -= d * n_w[k]
             for q, d in changed.items():
-                pair_count[q] += d
-                if pair_count[q] <= 0:
+                if d == 0:
+                    continue
+                left = pair_count[q] = pair_count[q] + d
+                if left <= 0:
                     del pair_count[q]
-                elif d > 0:
-                    heapq.heappush(heap, (-pair_count[q], q))
+                elif d > 0:  # a count that rose needs an entry of its own on the heap
+                    heapq.heappush(heap, (-left, q))
             pair_count.pop(p, None)
         return cls(vocab, merges, specials)
 

@@ -7,7 +7,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from minilm.bpe import BYTE_TO_CHAR, GPT2_PATTERN, BPETokenizer
+from minilm.bpe import BYTE_TO_CHAR, GPT2_BYTE_ORDER, GPT2_PATTERN, BPETokenizer
 from minilm.training.data import tokenizer_from_dict
 
 ENGLISH = (
@@ -50,8 +50,10 @@ def naive_train(text: str, n_merges: int) -> list[tuple[bytes, bytes]]:
         if not counts:
             break
         top = max(counts.values())
-        # ties: the smallest (left id, right id); ids are the bytes' values, then the merges in order
-        ids = {bytes([b]): b for b in range(256)} | {a + b: 256 + r for r, (a, b) in enumerate(merges)}
+        # ties: the smallest (left id, right id); ids are GPT-2's for the bytes, then the merges in order
+        ids = {bytes([b]): i for i, b in enumerate(GPT2_BYTE_ORDER)}
+        for a, b in merges:
+            ids.setdefault(a + b, len(ids))
         a, b = min((p for p, c in counts.items() if c == top), key=lambda p: (ids[p[0]], ids[p[1]]))
         merges.append((a, b))
         for w in words:
@@ -72,11 +74,13 @@ def test_incremental_training_makes_the_merges_of_recounting():
 
 def test_the_first_merges_by_hand():
     # "aaab aaab": words "aaab", " aaab"; pairs (a,a) x4, (a,b) x2, (" ",a) x1 -> (a,a) first;
-    # then "aa a b" / " aa a b": (aa,a) x2 and (a,b) x2 tie, the smaller ids (97,98) < (256,97) win -> (a,b)
+    # then "aa a b" / " aa a b": (aa,a) x2 and (a,b) x2 tie; GPT-2's ids: a 64, b 65, space 220, aa 256,
+    # so (a,b) = (64, 65) < (256, 64) wins
     tok = BPETokenizer.train("aaab aaab", 256 + 3)
+    assert (tok.id_of[b"a"], tok.id_of[b"b"], tok.id_of[b" "]) == (64, 65, 220)
     assert [(tok.vocab[a], tok.vocab[b]) for a, b in tok.merges] == [(b"a", b"a"), (b"a", b"b"), (b"aa", b"ab")]
     assert tok.encode("aaab").tolist() == [258]
-    assert tok.encode(" aaab").tolist() == [32, 258]
+    assert tok.encode(" aaab").tolist() == [220, 258]
 
 
 def test_training_stops_when_no_pair_is_left():
@@ -107,7 +111,8 @@ def test_round_trip_of_arbitrary_code_points(trained):
         text = random_unicode(rng, 200)
         assert trained.decode(trained.encode(text)) == text
     bytes_only = BPETokenizer.train("x", 256)
-    assert bytes_only.encode("中🤖").tolist() == list("中🤖".encode())
+    assert bytes_only.decode(bytes_only.encode("中🤖")) == "中🤖"
+    assert [bytes_only.vocab[i] for i in bytes_only.encode("中🤖")] == [bytes([b]) for b in "中🤖".encode()]
 
 
 def test_merges_shorten_the_text(trained):
@@ -177,6 +182,16 @@ def test_too_small_a_vocabulary_is_a_value_error():
 
 TEXTS = {"english": ENGLISH, "chinese": CHINESE, "mixed": MIXED,
          "unseen": "Attention is all you need? 注意力就是一切吗？ 🚀🚀 '''quoted''' 3.14159 ｆｕｌｌｗｉｄｔｈ\n"}
+
+
+def test_training_makes_the_merges_of_hugging_face(tmp_path):
+    tokenizers = pytest.importorskip("tokenizers")
+    hf = tokenizers.ByteLevelBPETokenizer()
+    hf.train_from_iterator([corpus()], vocab_size=256 + 300, min_frequency=1, show_progress=False)
+    hf.save_model(str(tmp_path))
+    theirs = BPETokenizer.load_hf(tmp_path)
+    ours = BPETokenizer.train(corpus(), 256 + 300)
+    assert ours.vocab == theirs.vocab and ours.merges == theirs.merges
 
 
 @pytest.mark.parametrize("kind", TEXTS)
