@@ -61,7 +61,7 @@ def _safetensors():
 # ---- the architecture ----
 
 def gpt2_lacks(cfg: M.TransformerConfig) -> list[str]:
-    """What of ``cfg`` GPT-2's architecture does not have (empty: the model is a GPT-2)."""
+    """The features of ``cfg`` that GPT-2 does not have, each with the switch that removes it (empty: a GPT-2)."""
     lacks = []
     if not cfg.causal:
         lacks.append("bidirectional attention (GPT-2 is a causal LM)")
@@ -70,7 +70,7 @@ def gpt2_lacks(cfg: M.TransformerConfig) -> list[str]:
     if cfg.norm == "post":
         lacks.append("post-LN (GPT-2 is pre-LN: --norm pre)")
     if cfg.norm == "pre" and not cfg.final_norm:
-        lacks.append("no final LayerNorm (GPT-2 has ln_f)")
+        lacks.append("a pre-LN stack without ln_f (GPT-2 ends in a final LayerNorm)")
     if cfg.ffn == "relu":
         lacks.append("ReLU (GPT-2's feed-forward uses tanh-GELU: --activation gelu)")
     if cfg.ffn == "none":
@@ -90,7 +90,7 @@ def check_exportable(cfg: M.TransformerConfig) -> None:
     """A one-line ValueError naming what GPT-2 lacks, unless ``cfg`` is GPT-2's architecture."""
     lacks = gpt2_lacks(cfg)
     if lacks:
-        raise ValueError("GPT-2 has no " + "; no ".join(lacks))
+        raise ValueError("not a GPT-2, which has none of: " + "; ".join(lacks))
 
 
 def config_to_gpt2(cfg: M.TransformerConfig, tokenizer=None) -> dict:
