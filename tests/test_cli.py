@@ -65,7 +65,7 @@ def test_sample_and_eval_print_text_and_perplexity(trained, corpus, capsys):
     out = capsys.readouterr().out
     m = json.loads((trained / "metrics.json").read_text())
     assert f"loss {m['val_loss']:.4f}" in out and "perplexity" in out and "bits/char" in out
-    assert "validation split" in out
+    assert "validation set" in out
     assert main(["eval", "--checkpoint", ck, "--data", str(corpus)]) == 0
     assert f"over {len(corpus.read_text()) - 3:,} tokens of all of" in capsys.readouterr().out
 
