@@ -236,8 +236,8 @@ def add_train_parser(sub) -> None:
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.add_argument("--threads", type=int, metavar="N", help="BLAS threads (default: chosen from the model's "
                    "products and the machine's load, see minilm/training/threads.py)")
-    t.add_argument("--fast", action="store_true", help="train with minilm.fast (every model but seq2seq, "
-                   "which refuses it): same formulas, batches and checkpoints, faster (README)")
+    t.add_argument("--fast", action="store_true", help="train with minilm.fast (the language models; "
+                   "seq2seq and las refuse it): same formulas, batches and checkpoints, faster (README)")
     t.add_argument("--task", choices=[*TASKS, *SPEECH_TASKS],
                    help="seq2seq: the generated task (numbers); las: spoken digits (digits)")
     t.add_argument("--direction", choices=list(DIRECTIONS), help="seq2seq: en-zh (default) or zh-en")
