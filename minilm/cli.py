@@ -82,7 +82,7 @@ def cmd_sample(args) -> int:
     run = load_run(args.checkpoint)
     with _threads(run, 1, args.threads):
         print(sample_run(run, args.prompt, args.tokens, args.temperature, args.top_k, args.seed,
-                         top_p=args.top_p))
+                         top_p=args.top_p, cache=args.cache))
     return 0
 
 
@@ -259,6 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sample among the likeliest tokens whose mass first reaches P (nucleus sampling)")
     s.add_argument("--seed", type=int, default=0, metavar="S")
     s.add_argument("--threads", type=int, default=None, metavar="N", help="BLAS threads (default: chosen)")
+    s.add_argument("--cache", action=argparse.BooleanOptionalAction, default=True,
+                   help="keep each layer's keys and values (on); --no-cache recomputes the window every step")
     s.set_defaults(fn=cmd_sample)
     e = sub.add_parser("eval", help="loss and perplexity of a checkpoint")
     e.add_argument("--checkpoint", required=True, metavar="PATH")

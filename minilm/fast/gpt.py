@@ -50,10 +50,12 @@ from minilm.validate import check_ids
 
 def supports(cfg) -> bool:
     """The fast path covers every Transformer ``minilm train`` offers: pre- or post-LN, causal or not
-    (the masked LM), ReLU or GELU, either positions, dropout, embedding scale and weight tying.
-    Attention-only blocks (ffn="none") and pre-LN without the final LayerNorm use minilm.transformer."""
+    (the masked LM), ReLU or GELU, either positions, dropout, embedding scale and weight tying, with an
+    output bias.  Attention-only blocks (ffn="none"), pre-LN without the final LayerNorm and a head
+    without bias (GPT-2's) use minilm.transformer."""
     return (_activation(cfg) in ("gelu", "relu") and getattr(cfg, "norm", "pre") in ("pre", "post")
-            and (getattr(cfg, "norm", "pre") == "post" or getattr(cfg, "final_norm", True)))
+            and (getattr(cfg, "norm", "pre") == "post" or getattr(cfg, "final_norm", True))
+            and getattr(cfg, "head_bias", True))
 
 
 def _activation(cfg) -> str:

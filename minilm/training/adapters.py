@@ -75,7 +75,7 @@ class Adapter:
     vocab_from_dict: Callable  # (the checkpoint's "tokenizer" dict, opts) -> the vocabulary
     tokens_per_batch: Callable  # opts -> predicted tokens (or examples) per training batch
     defaults: dict = field(default_factory=dict)  # option values this model uses when none is given
-    next_logits: Callable | None = None  # (mod, params, cfg, pad_id) -> generate.generate's next_logits
+    next_logits: Callable | None = None  # (mod, params, cfg, pad_id, cache) -> generate.generate's next_logits
     fill: Callable | None = None  # masked LM: (mod, params, cfg, ids, mask_id, rng, temperature, top_k, top_p)
     # -> ids
     specials: tuple = ()  # tokens the tokenizer must carry, e.g. ("[MASK]",)
@@ -162,8 +162,15 @@ def _transformer_eval(mod, params, cfg, ids, o, vocab):
     return _per_character(r, ids, vocab)
 
 
-def _transformer_next(mod, params, cfg, pad_id):
-    return generate.window_next(_logits(mod, params, cfg), cfg.block_size)
+def _transformer_next(mod, params, cfg, pad_id, cache=True):
+    """KV cache (or, cache=False, the window recomputed each step); past block_size both crop to the
+    last block_size // 2 tokens (minilm.generate), so the two give the same text.  A model without the
+    causal mask (--no-causal-mask, the text's bug) lets old positions read new ones, so nothing computed
+    for them stays valid: it always recomputes."""
+    keep = max(1, cfg.block_size // 2)
+    if cache and cfg.causal:
+        return generate.cached_next(lambda x, past: mod.forward_cached(params, cfg, x, past), cfg.block_size, keep)
+    return generate.window_next(_logits(mod, params, cfg), cfg.block_size, keep)
 
 
 # ---- masked LM (§3.2): the same Transformer, bidirectional, with [MASK] as the last id -------------
@@ -220,7 +227,7 @@ def _ngram_eval(mod, params, cfg, ids, o, vocab):
     return _per_character(r, ids, vocab)
 
 
-def _ngram_next(mod, params, cfg, pad_id):
+def _ngram_next(mod, params, cfg, pad_id, cache=True):  # reads its N tokens: nothing to cache
     return generate.context_next(_logits(mod, params, cfg), cfg.context, pad_id)
 
 
@@ -264,7 +271,7 @@ def _lstm_eval(mod, params, cfg, ids, o, vocab):
     return _per_character(r, ids, vocab)
 
 
-def _lstm_next(mod, params, cfg, pad_id):
+def _lstm_next(mod, params, cfg, pad_id, cache=True):  # its carried state is its cache
     return generate.recurrent_next(_lstm_stepper(mod, params, cfg))
 
 
@@ -495,8 +502,10 @@ def format_scores(r: dict) -> str:
 
 
 def sample_run(run: Run, prompt: str = "", n_tokens: int = 200, temperature: float = 1.0, top_k: int | None = None,
-               seed: int = 0, top_p: float | None = None) -> str:
-    """Text from the model: the prompt and ``n_tokens`` more (the masked LM: the prompt with each [MASK] filled)."""
+               seed: int = 0, top_p: float | None = None, cache: bool = True) -> str:
+    """Text from the model: the prompt and ``n_tokens`` more (the masked LM: the prompt with each [MASK] filled).
+
+    ``cache=False`` recomputes a Transformer's window at every step instead of keeping its keys and values."""
     run.require("sample")
     rng = np.random.default_rng(seed)
     tok, a = run.tokenizer, run.adapter
@@ -510,6 +519,6 @@ def sample_run(run: Run, prompt: str = "", n_tokens: int = 200, temperature: flo
     ids = tok.encode(prompt) if prompt else np.array([pad_id(tok)], dtype=np.int64)
     if len(ids) == 0:
         raise ValueError("the prompt holds no token the vocabulary knows")
-    out = generate.generate(a.next_logits(run.module, run.params, run.cfg, pad_id(tok)), ids, n_tokens, rng,
+    out = generate.generate(a.next_logits(run.module, run.params, run.cfg, pad_id(tok), cache), ids, n_tokens, rng,
                             temperature, top_k, top_p)
     return tok.decode(out if prompt else out[1:])
