@@ -68,6 +68,13 @@ def cmd_train(args) -> int:
     return run_exit_status(m, opts.out)
 
 
+def _threads(run, rows: int, requested):
+    """BLAS threads for a command that uses ``run``: minilm.training.threads decides unless --threads is given."""
+    from minilm.training.threads import blas_threads, choose
+
+    return blas_threads(choose(run.params, rows, requested)[0])
+
+
 def cmd_sample(args) -> int:
     """Generate text from a checkpoint, or from a GPT-2 directory (--from-hf)."""
     from minilm.training.adapters import load_run, sample_run, transformer_run
@@ -80,7 +87,9 @@ def cmd_sample(args) -> int:
         run = transformer_run(*gpt2.load(args.from_hf), args.from_hf)
     else:
         run = load_run(args.checkpoint)
-    print(sample_run(run, args.prompt, args.tokens, args.temperature, args.top_k, args.seed, cache=args.cache))
+    with _threads(run, 1, args.threads):
+        print(sample_run(run, args.prompt, args.tokens, args.temperature, args.top_k, args.seed,
+                         top_p=args.top_p, cache=args.cache))
     return 0
 
 
@@ -91,6 +100,10 @@ def cmd_eval(args) -> int:
 
     run = load_run(args.checkpoint)
     run.require("eval")
+    if args.data_dir is not None:
+        if run.adapter.name != "las":
+            raise ValueError(f"--data-dir does not apply to {args.checkpoint}, a {run.adapter.name} model")
+        run.opts.data_dir = args.data_dir
     if args.data is not None:
         if not run.adapter.reads_text:
             raise ValueError(f"--data does not apply to {args.checkpoint}: a {run.adapter.name} model is scored "
@@ -102,7 +115,8 @@ def cmd_eval(args) -> int:
         d = validation_data(run, log=lambda *a, **k: None)
         ids = d.val_final if d.val_final is not None else d.val
         where = f"the validation set of {d.source}"
-    r = evaluate_run(run, ids)
+    with _threads(run, 512, args.threads):
+        r = evaluate_run(run, ids)
     print(f"{format_scores(r)} over {r.get('tokens', r.get('sentences', len(ids))):,} "
           f"{'tokens' if 'tokens' in r else 'examples'} of {where}")
     return 0
@@ -130,8 +144,21 @@ def cmd_translate(args) -> int:
     from minilm.training.translation import translate_texts
 
     run = load_run(args.checkpoint)
-    for text, out in zip(args.text, translate_texts(run, args.text, args.beam), strict=True):
+    with _threads(run, len(args.text) * args.beam, args.threads):
+        translated = translate_texts(run, args.text, args.beam)
+    for text, out in zip(args.text, translated, strict=True):
         print(f"{text}\t{out}")
+    return 0
+
+
+def cmd_transcribe(args) -> int:
+    """Transcribe WAV files with a las checkpoint."""
+    from minilm.training.adapters import load_run
+    from minilm.training.speech import transcribe_files
+
+    run = load_run(args.checkpoint)
+    for path, text in zip(args.files, transcribe_files(run, args.files, args.beam), strict=True):
+        print(f"{path}\t{text}")
     return 0
 
 
@@ -139,6 +166,7 @@ def add_train_parser(sub) -> None:
     from minilm.tasks.numbers import DIRECTIONS
     from minilm.training.adapters import ADAPTERS
     from minilm.training.corpora import CORPORA
+    from minilm.training.speech import TASKS as SPEECH_TASKS
     from minilm.training.translation import TASKS
 
     def flag(k, v):
@@ -206,15 +234,23 @@ def add_train_parser(sub) -> None:
     t.add_argument("--clip", type=float, help="clip the global gradient norm to this; 0 = off (1.0)")
     t.add_argument("--eval-every", type=int, metavar="N", help="score the whole validation split every N steps")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
-    t.add_argument("--fast", action="store_true", help="train with minilm.fast where the model has a fast path "
-                   "(pre-LN Transformer without dropout, n-gram): same formulas and checkpoints, faster (README)")
-    t.add_argument("--task", choices=list(TASKS), help="seq2seq: the generated task (numbers)")
+    t.add_argument("--threads", type=int, metavar="N", help="BLAS threads (default: chosen from the model's "
+                   "products and the machine's load, see minilm/training/threads.py)")
+    t.add_argument("--fast", action="store_true", help="train with minilm.fast (every model but seq2seq, "
+                   "which refuses it): same formulas, batches and checkpoints, faster (README)")
+    t.add_argument("--task", choices=[*TASKS, *SPEECH_TASKS],
+                   help="seq2seq: the generated task (numbers); las: spoken digits (digits)")
     t.add_argument("--direction", choices=list(DIRECTIONS), help="seq2seq: en-zh (default) or zh-en")
     t.add_argument("--max-number", type=int, metavar="N", help="seq2seq: numbers 0 .. N (99999)")
     t.add_argument("--held-out", type=float, metavar="F", help="seq2seq: fraction of numbers never trained on (0.1)")
     t.add_argument("--share-vocab", action=argparse.BooleanOptionalAction,
                    help="seq2seq: one vocabulary for both languages")
-    t.add_argument("--eval-size", type=int, metavar="N", help="seq2seq: held-out numbers per evaluation (1000)")
+    t.add_argument("--eval-size", type=int, metavar="N",
+                   help="seq2seq: held-out numbers per evaluation (1000); las: test utterances (300)")
+    t.add_argument("--data-dir", metavar="DIR", help="las: a copy of the FSDD recordings (default: download "
+                   "v1.0.10 once into $MINILM_CACHE); checked against its SHA256SUMS either way")
+    t.add_argument("--max-digits", type=int, metavar="N", help="las: utterances of 1 .. N digits (3)")
+    t.add_argument("--train-size", type=int, metavar="N", help="las: training utterances (6000)")
     t.set_defaults(fn=cmd_train)
 
 
@@ -231,8 +267,15 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Translate number words with a checkpoint of --model seq2seq.")
     tr.add_argument("--checkpoint", required=True, metavar="PATH")
     tr.add_argument("--beam", type=int, default=1, metavar="K", help="beam search with K prefixes (1 = greedy)")
+    tr.add_argument("--threads", type=int, default=None, metavar="N", help="BLAS threads (default: chosen)")
     tr.add_argument("text", nargs="+", help='e.g. "three thousand and forty-two" (or 三千零四十二 for zh-en)')
     tr.set_defaults(fn=cmd_translate)
+    tc = sub.add_parser("transcribe", help="transcribe spoken digits with a las checkpoint",
+                        description="Transcribe 8 kHz mono 16-bit PCM WAV files with a checkpoint of --model las.")
+    tc.add_argument("--checkpoint", required=True, metavar="PATH")
+    tc.add_argument("--beam", type=int, default=1, metavar="K", help="beam search with K prefixes (1 = greedy)")
+    tc.add_argument("files", nargs="+", metavar="FILE.wav")
+    tc.set_defaults(fn=cmd_transcribe)
     s = sub.add_parser("sample", help="generate text from a checkpoint")
     s.add_argument("--checkpoint", metavar="PATH")
     s.add_argument("--from-hf", metavar="DIR", help="a GPT-2 directory (config.json, model.safetensors, vocab.json, "
@@ -241,7 +284,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tokens", type=int, default=300, metavar="N", help="how many tokens to generate (300)")
     s.add_argument("--temperature", type=float, default=0.8, metavar="T", help="0 = greedy (0.8)")
     s.add_argument("--top-k", type=int, default=None, metavar="K", help="sample among the K likeliest tokens")
+    s.add_argument("--top-p", type=float, default=None, metavar="P",
+                   help="sample among the likeliest tokens whose mass first reaches P (nucleus sampling)")
     s.add_argument("--seed", type=int, default=0, metavar="S")
+    s.add_argument("--threads", type=int, default=None, metavar="N", help="BLAS threads (default: chosen)")
     s.add_argument("--cache", action=argparse.BooleanOptionalAction, default=True,
                    help="keep each layer's keys and values (on); --no-cache recomputes the window every step")
     s.set_defaults(fn=cmd_sample)
@@ -254,6 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="loss and perplexity of a checkpoint")
     e.add_argument("--checkpoint", required=True, metavar="PATH")
     e.add_argument("--data", metavar="FILE", help="score all of this file instead of the validation split")
+    e.add_argument("--threads", type=int, default=None, metavar="N", help="BLAS threads (default: chosen)")
+    e.add_argument("--data-dir", metavar="DIR", help="las: where the FSDD recordings are, if not where trained")
     e.set_defaults(fn=cmd_eval)
     add_bench_subcommand(sub)
     return p

@@ -1,10 +1,12 @@
-"""Text generation (§6.3): greedy, temperature and top-k sampling; filling in [MASK] positions.
+"""Text generation (§6.3): greedy, temperature, top-k and top-p sampling; filling in [MASK] positions.
 
 One token at a time, w_{t+1} ~ p(. | w_1 .. w_t), with the distribution reshaped first:
 
     greedy          w = argmax_j z_j                       (temperature 0)
     temperature     p_j = softmax(z / tau)_j               (tau < 1 sharper, tau > 1 flatter)
     top-k           keep the k largest z_j, renormalise over them
+    top-p (nucleus) keep the smallest set of likeliest tokens whose mass is >= p, renormalise over it
+                    (Holtzman et al. 2020); applied after temperature and top-k
 
 A model enters as ``next_logits(history, carry) -> (z (V,), carry)``; the
 factories below build it for each family: a causal model crops the history
@@ -39,35 +41,62 @@ from __future__ import annotations
 import numpy as np
 
 
-def sample_next(logits: np.ndarray, rng: np.random.Generator, temperature: float = 1.0,
-                top_k: int | None = None) -> int:
-    """One token id from logits (V,): argmax when temperature is 0, else a draw from softmax(z / tau) over the top k."""
+def check_sampling(temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None) -> None:
+    """Raise ValueError naming the first bad sampling argument."""
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0, got {temperature}")
     if top_k is not None and top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+
+
+def sampling_distribution(logits: np.ndarray, temperature: float = 1.0, top_k: int | None = None,
+                          top_p: float | None = None) -> np.ndarray:
+    """The distribution (V,) a token is drawn from: softmax(z / tau), cut to the top k, then to the top-p nucleus.
+
+    Temperature 0 is greedy: all the mass on the argmax.  Top-p keeps the likeliest tokens, in order, until their
+    mass first reaches p:  S = the smallest {j : p_j >= p_(n)} with sum_{j in S} p_j >= p.  A token tied with the
+    last one kept is kept too (as at the k-th value of top-k), so the set never depends on how ties are ordered.
+    """
+    check_sampling(temperature, top_k, top_p)
     z = np.asarray(logits, dtype=np.float64).reshape(-1)  # (V,)
     if temperature == 0:
-        return int(z.argmax())
+        return (np.arange(z.size) == z.argmax()).astype(np.float64)  # (V,) one-hot
     if top_k is not None and top_k < z.size:
         kth = np.partition(z, -top_k)[-top_k]  # the k-th largest logit
         z = np.where(z >= kth, z, -np.inf)  # (V,), ties at the k-th value are all kept
     z = z / temperature  # (V,)
     p = np.exp(z - z.max())  # (V,)
     p /= p.sum()
-    return int(min(np.searchsorted(np.cumsum(p), rng.random() * p.sum(), side="right"), z.size - 1))
+    if top_p is not None and top_p < 1:
+        desc = np.sort(p)[::-1]  # (V,) largest first
+        n = min(int(np.searchsorted(np.cumsum(desc), top_p * (1 - 1e-12))) + 1, z.size)  # first n with mass >= p
+        p = np.where(p >= desc[n - 1], p, 0.0)  # (V,) the nucleus, ties at its edge kept
+        p /= p.sum()
+    return p
+
+
+def sample_next(logits: np.ndarray, rng: np.random.Generator, temperature: float = 1.0,
+                top_k: int | None = None, top_p: float | None = None) -> int:
+    """One token id from logits (V,): argmax when temperature is 0, else a draw from ``sampling_distribution``."""
+    p = sampling_distribution(logits, temperature, top_k, top_p)  # (V,)
+    if temperature == 0:
+        return int(p.argmax())
+    return int(min(np.searchsorted(np.cumsum(p), rng.random() * p.sum(), side="right"), p.size - 1))
 
 
 def generate(next_logits, prompt: np.ndarray, n_tokens: int, rng: np.random.Generator,
-             temperature: float = 1.0, top_k: int | None = None) -> np.ndarray:
+             temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None) -> np.ndarray:
     """The prompt's ids followed by ``n_tokens`` new ones.  prompt: (t,) ints, at least one."""
+    check_sampling(temperature, top_k, top_p)
     ids = [int(i) for i in np.asarray(prompt).reshape(-1)]
     if not ids:
         raise ValueError("generation needs a prompt of at least one token")
     carry = None
     for _ in range(n_tokens):
         z, carry = next_logits(np.array(ids, dtype=np.int64), carry)
-        ids.append(sample_next(z, rng, temperature, top_k))
+        ids.append(sample_next(z, rng, temperature, top_k, top_p))
     return np.array(ids, dtype=np.int64)
 
 
@@ -144,7 +173,7 @@ def recurrent_next(step_fn):
 
 
 def fill_masks(logits_fn, ids: np.ndarray, mask_id: int, rng: np.random.Generator,
-               temperature: float = 0.0, top_k: int | None = None) -> np.ndarray:
+               temperature: float = 0.0, top_k: int | None = None, top_p: float | None = None) -> np.ndarray:
     """The masked LM fills each [MASK] in turn, left to right, each choice seen by the next.
 
     logits_fn(x (1, t)) -> (1, t, V).  ids (t,) holds ``mask_id`` where a token is missing.
@@ -155,5 +184,5 @@ def fill_masks(logits_fn, ids: np.ndarray, mask_id: int, rng: np.random.Generato
     for pos in np.flatnonzero(ids == mask_id):
         z = logits_fn(ids[None, :])[0, pos].copy()  # (V,)
         z[mask_id] = -np.inf  # never "fill" a mask with a mask
-        ids[pos] = sample_next(z, rng, temperature, top_k)
+        ids[pos] = sample_next(z, rng, temperature, top_k, top_p)
     return ids

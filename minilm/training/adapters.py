@@ -12,6 +12,7 @@ to an adapter, so a new model is one new entry in ``ADAPTERS``.
     ngram         MLP n-gram LM (§4.2): random (context, next token) pairs
     lstm          LSTM LM (§5.2): contiguous streams, state carried between batches
     seq2seq       encoder-decoder Transformer (§6.1) on a generated translation task
+    las           Listen, Attend and Spell (§6.2) on spoken digits
 
 What a run trains on is a ``Data``: the vocabulary (a tokenizer, or a task
 that carries its vocabularies), the training and validation sets, and a
@@ -75,7 +76,8 @@ class Adapter:
     tokens_per_batch: Callable  # opts -> predicted tokens (or examples) per training batch
     defaults: dict = field(default_factory=dict)  # option values this model uses when none is given
     next_logits: Callable | None = None  # (mod, params, cfg, pad_id, cache) -> generate.generate's next_logits
-    fill: Callable | None = None  # masked LM: (mod, params, cfg, ids, mask_id, rng, temperature, top_k) -> ids
+    fill: Callable | None = None  # masked LM: (mod, params, cfg, ids, mask_id, rng, temperature, top_k, top_p)
+    # -> ids
     specials: tuple = ()  # tokens the tokenizer must carry, e.g. ("[MASK]",)
     reads_text: bool = True  # trains on --data / --corpus, cut by --tokenizer
     unit: str = "tokens"  # what tokens_per_batch counts
@@ -162,9 +164,11 @@ def _transformer_eval(mod, params, cfg, ids, o, vocab):
 
 def _transformer_next(mod, params, cfg, pad_id, cache=True):
     """KV cache (or, cache=False, the window recomputed each step); past block_size both crop to the
-    last block_size // 2 tokens (minilm.generate), so the two give the same text."""
+    last block_size // 2 tokens (minilm.generate), so the two give the same text.  A model without the
+    causal mask (--no-causal-mask, the text's bug) lets old positions read new ones, so nothing computed
+    for them stays valid: it always recomputes."""
     keep = max(1, cfg.block_size // 2)
-    if cache:
+    if cache and cfg.causal:
         return generate.cached_next(lambda x, past: mod.forward_cached(params, cfg, x, past), cfg.block_size, keep)
     return generate.window_next(_logits(mod, params, cfg), cfg.block_size, keep)
 
@@ -195,10 +199,10 @@ def _mlm_eval(mod, params, cfg, ids, o, vocab):
     return evaluate.evaluate_masked(_logits(mod, params, cfg), mask_fn, ids, cfg.block_size, _eval_batch(o))
 
 
-def _mlm_fill(mod, params, cfg, ids, mask_id, rng, temperature, top_k):
+def _mlm_fill(mod, params, cfg, ids, mask_id, rng, temperature, top_k, top_p=None):
     if len(ids) > cfg.block_size:
         raise ValueError(f"the prompt has {len(ids)} tokens; this masked LM reads at most {cfg.block_size}")
-    return generate.fill_masks(_logits(mod, params, cfg), ids, mask_id, rng, temperature, top_k)
+    return generate.fill_masks(_logits(mod, params, cfg), ids, mask_id, rng, temperature, top_k, top_p)
 
 
 # ---- MLP n-gram LM (§4.2) -----------------------------------------------------------------------
@@ -313,6 +317,47 @@ def _task_from_dict(d, o):
     return task
 
 
+# ---- Listen, Attend and Spell on spoken digits (§6.2): minilm.training.speech --------------------------
+
+def _speech():
+    return importlib.import_module("minilm.training.speech")
+
+
+def _las_data(o, log, vocab=None):
+    task = _speech().make_task(o, log)
+    if vocab is not None and vocab.to_dict() != task.vocab.to_dict():
+        raise ValueError("the checkpoint's characters are not those of its task")
+    return Data(task.vocab, task.train, task.val, task.source, task.fingerprint,
+                f"{len(task.train):,} training utterances, {len(task.val):,} test utterances and "
+                f"{len(task.val.singles.feats)} test recordings")
+
+
+def _las_config(mod, o, d):
+    return mod.LASConfig(vocab_size=d.vocab.vocab_size, listener_hidden=o.hidden, n_pyramid=o.layers,
+                         speller_hidden=o.width)
+
+
+def _las_batch(o, d, step, rng):
+    return _speech().length_batch(d.train, o.batch_size, rng)
+
+
+def _las_step(mod, params, cfg, batch, rng, carry):
+    x, lengths, y_in, y_out = batch
+    loss, grads = mod.loss_and_grads(params, cfg, x, lengths, y_in, y_out)
+    return loss, grads, None
+
+
+def _las_eval(mod, params, cfg, ev, o, vocab):
+    return _speech().score(params, cfg, ev, o.max_digits)
+
+
+def _characters_from_dict(d, o):
+    vocab = _speech().Vocab()
+    if d != vocab.to_dict():
+        raise ValueError("its characters are not those of the digits task")
+    return vocab
+
+
 _TEXT_LM = dict(steps=1000, batch_size=32, block_size=32, layers=2, heads=4, width=64, lr=6e-3, dropout=0.0,
                 norm="post", activation="relu", positions="sinusoidal", scale_embed=True, tie_weights=False)
 
@@ -346,11 +391,20 @@ ADAPTERS: dict[str, Adapter] = {
                               share_vocab=False, eval_size=1000, steps=400, batch_size=64, layers=2, heads=4,
                               width=64, dropout=0.0, norm="post", activation="relu", lr=3e-3, weight_decay=0.0),
                 reads_text=False, unit="examples", commands=("translate", "eval")),
+        Adapter("las", "minilm.las", "LASConfig",
+                "Listen, Attend and Spell on spoken digits (§6.2; --task digits; --layers pyramidal BLSTMs)",
+                _las_data, _las_config, _las_batch, _las_step, _las_eval, _characters_from_dict,
+                tokens_per_batch=lambda o: o.batch_size,
+                defaults=dict(task="digits", data_dir=None, max_digits=3, train_size=6000, eval_size=300,
+                              steps=3000, batch_size=32, layers=2, hidden=64, width=128, lr=3e-3,
+                              weight_decay=0.0),
+                reads_text=False, unit="utterances", commands=("transcribe", "eval")),
     ]
 }
 
 COMMAND_OF = {"sample": "minilm sample --checkpoint {path} --prompt TEXT",
               "translate": "minilm translate --checkpoint {path} TEXT",
+              "transcribe": "minilm transcribe --checkpoint {path} FILE.wav",
               "eval": "minilm eval --checkpoint {path}"}
 
 
@@ -446,14 +500,16 @@ def format_scores(r: dict) -> str:
     what = "masked-token loss" if "accuracy" in r else "loss"
     parts = [f"{what} {r['loss']:.4f}", f"perplexity {r['perplexity']:.3f}"]
     for key, label, fmt in (("bits_per_char", "bits/char", ".4f"), ("accuracy", "accuracy", ".3f"),
-                            ("exact_match", "exact match", ".4f"), ("edit_distance", "edit distance", ".3f")):
+                            ("exact_match", "exact match", ".4f"), ("edit_distance", "edit distance", ".3f"),
+                            ("word_error_rate", "word error rate", ".4f"),
+                            ("digit_accuracy", "single-digit accuracy", ".4f")):
         if key in r:
             parts.append(f"{label} {r[key]:{fmt}}")
     return ", ".join(parts)
 
 
 def sample_run(run: Run, prompt: str = "", n_tokens: int = 200, temperature: float = 1.0, top_k: int | None = None,
-               seed: int = 0, cache: bool = True) -> str:
+               seed: int = 0, top_p: float | None = None, cache: bool = True) -> str:
     """Text from the model: the prompt and ``n_tokens`` more (the masked LM: the prompt with each [MASK] filled).
 
     ``cache=False`` recomputes a Transformer's window at every step instead of keeping its keys and values."""
@@ -462,12 +518,14 @@ def sample_run(run: Run, prompt: str = "", n_tokens: int = 200, temperature: flo
     tok, a = run.tokenizer, run.adapter
     if n_tokens < 0:
         raise ValueError(f"the number of tokens must be >= 0, got {n_tokens}")
+    generate.check_sampling(temperature, top_k, top_p)
     if a.fill is not None:
         ids = tok.encode(prompt)
-        return tok.decode(a.fill(run.module, run.params, run.cfg, ids, tok.stoi["[MASK]"], rng, temperature, top_k))
+        return tok.decode(a.fill(run.module, run.params, run.cfg, ids, tok.stoi["[MASK]"], rng, temperature, top_k,
+                                top_p))
     ids = tok.encode(prompt) if prompt else np.array([pad_id(tok)], dtype=np.int64)
     if len(ids) == 0:
         raise ValueError("the prompt holds no token the vocabulary knows")
     out = generate.generate(a.next_logits(run.module, run.params, run.cfg, pad_id(tok), cache), ids, n_tokens, rng,
-                            temperature, top_k)
+                            temperature, top_k, top_p)
     return tok.decode(out if prompt else out[1:])

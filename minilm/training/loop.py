@@ -43,6 +43,7 @@ from minilm import optim
 from minilm.training import adapters as models
 from minilm.training import checkpoint
 from minilm.training.paths import output_dir, publish
+from minilm.training.threads import blas_threads, choose
 
 
 @dataclass
@@ -85,21 +86,26 @@ class TrainOptions:
     eval_every: int | None = None  # default steps / 5
     val_fraction: float = 0.1
     stop_after: int | None = None  # pause after this step (checkpoint saved); continue with resume
-    fast: bool = False  # train with minilm.fast where the model has a fast path (same formulas, same checkpoint)
+    fast: bool = False  # train with minilm.fast (same formulas, same checkpoint; refused where there is none)
+    threads: int | None = None  # BLAS threads; None: chosen from the model's products (minilm.training.threads)
     # the seq2seq numbers task (minilm.training.translation)
     direction: str | None = None  # "en-zh": English words -> Chinese numerals, or "zh-en"
     max_number: int | None = None  # the task's numbers are 0 .. max_number
     held_out: float | None = None  # fraction of them never trained on
     share_vocab: bool | None = None  # one joint vocabulary and embedding table for both languages
     eval_size: int | None = None  # held-out numbers scored at each evaluation (all of them at the end)
+    # the las spoken-digits task (minilm.training.speech)
+    data_dir: str | None = None  # a copy of the FSDD recordings the user has (default: the verified download)
+    max_digits: int | None = None  # utterances of 1 .. max_digits digits
+    train_size: int | None = None  # training utterances drawn once from the seed
 
 
 # options that only some models use: a model uses those its adapter has a default for
 MODEL_OPTIONS = ("block_size", "context", "layers", "heads", "width", "hidden", "dropout", "norm", "activation",
                  "positions", "scale_embed", "tie_weights", "causal", "head_bias", "task", "direction", "max_number",
-                 "held_out", "share_vocab", "eval_size")
+                 "held_out", "share_vocab", "eval_size", "data_dir", "max_digits", "train_size")
 TEXT_OPTIONS = ("data", "corpus", "tokenizer", "max_vocab", "vocab_size", "val_fraction")  # models that read a text
-RESUME_MAY_CHANGE = ("steps", "eval_every", "stop_after", "out", "fast")
+RESUME_MAY_CHANGE = ("steps", "eval_every", "stop_after", "out", "fast", "threads", "data_dir")  # data_dir: sha256
 
 
 class TrainingDiverged(RuntimeError):
@@ -128,8 +134,8 @@ def resolve(opts: TrainOptions, explicit=()) -> TrainOptions:
     o.warmup = max(1, o.steps // 20) if o.warmup is None else o.warmup
     o.eval_every = max(1, o.steps // 5) if o.eval_every is None else o.eval_every
     positive = ["steps", "batch_size", "eval_every", "max_vocab"] + [
-        k for k in ("block_size", "context", "layers", "heads", "width", "hidden", "max_number", "eval_size")
-        if k in a.defaults]
+        k for k in ("block_size", "context", "layers", "heads", "width", "hidden", "max_number", "eval_size",
+                  "max_digits", "train_size") if k in a.defaults]
     for k in positive:
         if not isinstance(getattr(o, k), int) or getattr(o, k) < 1:
             raise ValueError(f"--{k.replace('_', '-')} must be a positive integer, got {getattr(o, k)}")
@@ -264,6 +270,7 @@ def start(opts: TrainOptions, resume: bool = False, explicit=None, log=print, fo
                 raise ValueError(f"--{k.replace('_', '-')} {getattr(opts, k)} differs from the checkpoint's "
                                  f"{getattr(saved, k)}; a resumed run keeps its settings")
         o = resolve(dataclasses.replace(saved, out=opts.out, stop_after=opts.stop_after, fast=opts.fast,
+                                        threads=opts.threads,
                                         **{k: getattr(opts, k) for k in ("steps", "eval_every") if k in explicit}))
         adapter, mod = run.adapter, run.module
         d = adapter.prepare(o, log, run.tokenizer)
@@ -401,19 +408,21 @@ def train(opts: TrainOptions, resume: bool = False, explicit=None, log=print, pr
 
     from tqdm import tqdm
 
+    n_threads, why = choose(s.params, a.tokens_per_batch(o), o.threads)
+
     stop_at = o.steps if o.stop_after is None else min(o.steps, o.stop_after)
     Path(o.out).mkdir(parents=True, exist_ok=True)
-    with StopOnSigint() as sigint, tqdm(total=o.steps, initial=s.step, disable=not progress, desc=o.model,
-                                        unit="step", dynamic_ncols=True) as bar:
+    with StopOnSigint() as sigint, blas_threads(n_threads), tqdm(
+            total=o.steps, initial=s.step, disable=not progress, desc=o.model, unit="step", dynamic_ncols=True) as bar:
         log(f"training {o.model} ({models.n_params(s.params):,} parameters) on {s.data.source}: {s.data.about}; "
-            f"steps {s.step} -> {o.steps}", flush=True)
+            f"steps {s.step} -> {o.steps}; BLAS threads {n_threads} ({why})", flush=True)
         while s.step < stop_at:
             t0 = time.perf_counter()
             batch = a.batch(o, s.data, s.step, s.rng)
             lr = optim.lr_at(s.step, o.lr, o.min_lr, o.warmup, o.steps)
             if fast_step is not None:  # loss, gradients, clipping and AdamW in one call (minilm.fast.training)
                 with np.errstate(over="ignore", invalid="ignore"):
-                    (loss, norm), carry = fast_step(batch, lr), None
+                    loss, norm, carry = fast_step(batch, lr, s.carry)
                 for what, value in (("the training loss", loss), ("the gradient norm", norm)):
                     if not math.isfinite(value):
                         raise _diverged(s, what, value, s.step + 1)
