@@ -16,12 +16,16 @@ for every merge:
 
     count(a, b)  = sum over words w of  n_w * #{i : w_i = a, w_{i+1} = b}
     where(a, b)  = the words that may hold the pair
-    heap         = (-count, pair) entries; an entry is an upper bound on its
-                   pair's count (counts of old pairs only fall), so the top entry
-                   whose count is still current is the most frequent pair
+    heap         = (-count, pair) entries, each an upper bound on its pair's
+                   count: a count that falls leaves its entry stale, a count
+                   that rises gets a new entry.  So the top entry whose count
+                   is still current is the most frequent pair; a stale one is
+                   pushed back with the current count.
 
 Merging (a, b) -> c rewrites only the words in where(a, b) and adds to the
 counts the difference between each rewritten word's pairs and its old pairs.
+A merge costs time in proportion to the words that hold the pair, not to
+the corpus (benchmarks/bpe.py measures both ways).
 
 Files: ``save_hf`` / ``load_hf`` read and write GPT-2's ``vocab.json`` (token
 string -> id) and ``merges.txt`` (one merge "left right" per line, in order).
@@ -162,7 +166,9 @@ class BPETokenizer:
         vocab = [bytes([b]) for b in GPT2_BYTE_ORDER]
         id_of = {t: i for i, t in enumerate(vocab)}
         byte_id = [id_of[bytes([b])] for b in range(256)]
-        counts = Counter(GPT2_PATTERN.findall(text))
+        counts = Counter()
+        for part in (regex.split("|".join(regex.escape(t) for t in specials), text) if specials else [text]):
+            counts.update(GPT2_PATTERN.findall(part))  # special tokens in the text are not learned from
         words = [tuple(byte_id[b] for b in w.encode("utf-8")) for w in counts]  # distinct words as token ids
         n_w = list(counts.values())  # how often each occurs
 

@@ -76,10 +76,17 @@ def _threads(run, rows: int, requested):
 
 
 def cmd_sample(args) -> int:
-    """Generate text from a checkpoint."""
-    from minilm.training.adapters import load_run, sample_run
+    """Generate text from a checkpoint, or from a GPT-2 directory (--from-hf)."""
+    from minilm.training.adapters import load_run, sample_run, transformer_run
 
-    run = load_run(args.checkpoint)
+    if (args.checkpoint is None) == (args.from_hf is None):
+        raise ValueError("give --checkpoint PATH or --from-hf DIR (one of them)")
+    if args.from_hf is not None:
+        from minilm.hub import gpt2
+
+        run = transformer_run(*gpt2.load(args.from_hf), args.from_hf)
+    else:
+        run = load_run(args.checkpoint)
     with _threads(run, 1, args.threads):
         print(sample_run(run, args.prompt, args.tokens, args.temperature, args.top_k, args.seed,
                          top_p=args.top_p, cache=args.cache))
@@ -112,6 +119,22 @@ def cmd_eval(args) -> int:
         r = evaluate_run(run, ids)
     print(f"{format_scores(r)} over {r.get('tokens', r.get('sentences', len(ids))):,} "
           f"{'tokens' if 'tokens' in r else 'examples'} of {where}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    """Write a checkpoint's model in another format (--format hf: a GPT-2 directory)."""
+    from minilm.hub import gpt2
+    from minilm.training.adapters import load_run
+
+    run = load_run(args.checkpoint)
+    if run.adapter.name != "transformer":
+        raise ValueError(f"{args.checkpoint} holds a {run.adapter.name} model; GPT-2 is a causal Transformer LM "
+                         f"(--model transformer)")
+    paths = gpt2.save(args.dir, run.params, run.cfg, run.tokenizer)
+    print(f"wrote {', '.join(p.name for p in paths)} to {args.dir}/ (GPT-2, {run.cfg.n_layer} layers, width "
+          f"{run.cfg.n_embd}, vocabulary {run.cfg.vocab_size}); transformers reads it with "
+          f"GPT2LMHeadModel.from_pretrained({str(args.dir)!r})")
     return 0
 
 
@@ -189,6 +212,10 @@ def add_train_parser(sub) -> None:
     t.add_argument("--positions", choices=["sinusoidal", "learned"], help="positional encoding (sinusoidal)")
     t.add_argument("--scale-embed", action=argparse.BooleanOptionalAction,
                    help="multiply token embeddings by sqrt(C) before adding positions (on, as in the text)")
+    t.add_argument("--head-bias", action=argparse.BooleanOptionalAction,
+                   help="a bias on the output layer (on); GPT-2 has none")
+    t.add_argument("--init-from", metavar="DIR", help="fine-tune a GPT-2 directory (config.json, model.safetensors, "
+                   "vocab.json, merges.txt): its architecture and tokenizer, --block-size windows")
     t.add_argument("--tie-weights", action=argparse.BooleanOptionalAction,
                    help="share the token embedding with the output projection (off)")
     t.add_argument("--causal-mask", dest="causal", action=argparse.BooleanOptionalAction,
@@ -209,8 +236,8 @@ def add_train_parser(sub) -> None:
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.add_argument("--threads", type=int, metavar="N", help="BLAS threads (default: chosen from the model's "
                    "products and the machine's load, see minilm/training/threads.py)")
-    t.add_argument("--fast", action="store_true", help="train with minilm.fast (every model but seq2seq, "
-                   "which refuses it): same formulas, batches and checkpoints, faster (README)")
+    t.add_argument("--fast", action="store_true", help="train with minilm.fast (the language models; "
+                   "seq2seq and las refuse it): same formulas, batches and checkpoints, faster (README)")
     t.add_argument("--task", choices=[*TASKS, *SPEECH_TASKS],
                    help="seq2seq: the generated task (numbers); las: spoken digits (digits)")
     t.add_argument("--direction", choices=list(DIRECTIONS), help="seq2seq: en-zh (default) or zh-en")
@@ -250,7 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
     tc.add_argument("files", nargs="+", metavar="FILE.wav")
     tc.set_defaults(fn=cmd_transcribe)
     s = sub.add_parser("sample", help="generate text from a checkpoint")
-    s.add_argument("--checkpoint", required=True, metavar="PATH")
+    s.add_argument("--checkpoint", metavar="PATH")
+    s.add_argument("--from-hf", metavar="DIR", help="a GPT-2 directory (config.json, model.safetensors, vocab.json, "
+                   "merges.txt) instead of a checkpoint")
     s.add_argument("--prompt", default="", help="text to continue (masked LM: text with [MASK] to fill in)")
     s.add_argument("--tokens", type=int, default=300, metavar="N", help="how many tokens to generate (300)")
     s.add_argument("--temperature", type=float, default=0.8, metavar="T", help="0 = greedy (0.8)")
@@ -262,6 +291,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--cache", action=argparse.BooleanOptionalAction, default=True,
                    help="keep each layer's keys and values (on); --no-cache recomputes the window every step")
     s.set_defaults(fn=cmd_sample)
+    x = sub.add_parser("export", help="write a checkpoint's model in another format (GPT-2, Hugging Face)")
+    x.add_argument("--format", choices=["hf"], default="hf",
+                   help="hf: config.json, model.safetensors, vocab.json, merges.txt of a GPT-2 (the only one)")
+    x.add_argument("--checkpoint", required=True, metavar="PATH")
+    x.add_argument("dir", metavar="DIR", help="the directory to write (new, or without those files)")
+    x.set_defaults(fn=cmd_export)
     e = sub.add_parser("eval", help="loss and perplexity of a checkpoint")
     e.add_argument("--checkpoint", required=True, metavar="PATH")
     e.add_argument("--data", metavar="FILE", help="score all of this file instead of the validation split")

@@ -137,6 +137,8 @@ def test_specials_are_whole_tokens():
     assert tok.vocab_size == 300 and tok.stoi["[MASK]"] == 299
     ids = tok.encode("the [MASK] is")
     assert 299 in ids.tolist() and tok.decode(ids) == "the [MASK] is"
+    seen = BPETokenizer.train("[MASK]" * 50 + ENGLISH, 300, specials=("[MASK]",))
+    assert seen.merges == tok.merges  # a special token in the training text teaches no merges
 
 
 # ---- saving --------------------------------------------------------------------------------------------------
@@ -285,3 +287,20 @@ def test_bpe_vocab_size_below_the_bytes_is_a_one_line_error(tmp_path, capsys):
     code = main(["train", "--tokenizer", "bpe", "--vocab-size", "100", "--steps", "1", "--out", str(tmp_path)])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "--vocab-size must be an integer >= 256" in err[0]
+
+
+def test_a_resumed_bpe_run_ends_where_one_run_ends(tmp_path):
+    pytest.importorskip("minilm.transformer")
+    from minilm.cli import main
+    from minilm.training import checkpoint
+
+    data = tmp_path / "text.txt"
+    data.write_text(corpus(6), encoding="utf-8")
+    common = ["--data", str(data), "--tokenizer", "bpe", "--vocab-size", "300", "--steps", "6", "--layers", "1",
+              "--heads", "2", "--width", "16", "--block-size", "16", "--quiet"]
+    assert main(["train", *common, "--out", str(tmp_path / "a"), "--stop-after", "3"]) == 0
+    assert main(["train", "--resume", "--out", str(tmp_path / "a"), "--quiet"]) == 0  # the checkpoint's tokenizer
+    assert main(["train", *common, "--out", str(tmp_path / "b")]) == 0
+    a, b = (checkpoint.load(tmp_path / d / "checkpoint.npz") for d in "ab")
+    assert a["meta"]["tokenizer"] == b["meta"]["tokenizer"]
+    assert all(np.array_equal(a["params"][k], b["params"][k]) for k in b["params"])

@@ -143,7 +143,7 @@ def _transformer_config(mod, o, d):
     return mod.TransformerConfig(vocab_size=d.vocab.vocab_size, block_size=o.block_size, n_layer=o.layers,
                                  n_head=o.heads, n_embd=o.width, ffn=o.activation, norm=o.norm, pos=o.positions,
                                  scale_embed=o.scale_embed, tie_weights=o.tie_weights, causal=o.causal,
-                                 dropout=o.dropout)
+                                 dropout=o.dropout, head_bias=o.head_bias)
 
 
 def _windows(o, d, step, rng):
@@ -157,16 +157,18 @@ def _transformer_step(mod, params, cfg, batch, rng, carry):
 
 
 def _transformer_eval(mod, params, cfg, ids, o, vocab):
-    r = evaluate.evaluate_windows(_logits(mod, params, cfg), ids, cfg.block_size, _eval_batch(o),
-                                  _char_level(vocab))
+    r = evaluate.evaluate_windows(_logits(mod, params, cfg), ids, min(cfg.block_size, o.block_size), _eval_batch(o),
+                                  _char_level(vocab))  # o.block_size: a GPT-2 fine-tuned on shorter windows
     return _per_character(r, ids, vocab)
 
 
 def _transformer_next(mod, params, cfg, pad_id, cache=True):
     """KV cache (or, cache=False, the window recomputed each step); past block_size both crop to the
-    last block_size // 2 tokens (minilm.generate), so the two give the same text."""
+    last block_size // 2 tokens (minilm.generate), so the two give the same text.  A model without the
+    causal mask (--no-causal-mask, the text's bug) lets old positions read new ones, so nothing computed
+    for them stays valid: it always recomputes."""
     keep = max(1, cfg.block_size // 2)
-    if cache:
+    if cache and cfg.causal:
         return generate.cached_next(lambda x, past: mod.forward_cached(params, cfg, x, past), cfg.block_size, keep)
     return generate.window_next(_logits(mod, params, cfg), cfg.block_size, keep)
 
@@ -365,7 +367,7 @@ ADAPTERS: dict[str, Adapter] = {
         Adapter("transformer", "minilm.transformer", "TransformerConfig", "causal Transformer LM (§5.1)",
                 _text_data(lambda o: o.block_size + 1), _transformer_config, _windows, _transformer_step,
                 _transformer_eval, _tokenizer_from_dict, tokens_per_batch=lambda o: o.batch_size * o.block_size,
-                defaults={**_TEXT_LM, "causal": True}, next_logits=_transformer_next),
+                defaults={**_TEXT_LM, "causal": True, "head_bias": True}, next_logits=_transformer_next),
         Adapter("mlm", "minilm.transformer", "TransformerConfig", "masked LM, a bidirectional Transformer (§3.2)",
                 _text_data(lambda o: o.block_size + 1), _mlm_config, _windows, _mlm_step, _mlm_eval,
                 _tokenizer_from_dict, tokens_per_batch=lambda o: o.batch_size * o.block_size,
@@ -471,6 +473,13 @@ def load_run(path) -> Run:
     checkpoint.check_params(ck["params"], fresh, path)
     params = {k: ck["params"][k].astype(fresh[k].dtype) for k in fresh}
     return Run(adapter, mod, cfg, params, tok, opts, meta, ck["opt_state"], ck["carry"] or None, str(path))
+
+
+def transformer_run(cfg, params, tokenizer, path: str) -> Run:
+    """A causal Transformer that comes from elsewhere than a checkpoint (a GPT-2 directory, minilm.hub.gpt2)."""
+    adapter = get("transformer")
+    return Run(adapter, adapter.load(), cfg, params, tokenizer, SimpleNamespace(block_size=cfg.block_size), {},
+               None, None, str(path))
 
 
 def evaluate_run(run: Run, ids: np.ndarray) -> dict:
