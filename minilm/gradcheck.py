@@ -41,7 +41,8 @@ LEGEND = {"B": "batch rows", "T": "time steps", "H": "heads", "C": "channels", "
 
 @dataclass(frozen=True)
 class Finding:
-    """One failed comparison: the gradient (or output) ``name``, its error, and what differs in words."""
+    """One failed comparison: ``name`` is its key in the errors a check returns ("dx", "dx float32"), ``error``
+    its value, ``note`` what differs, in words, starting with the gradient's name."""
 
     name: str
     error: float
@@ -81,12 +82,13 @@ def _indices(idx: np.ndarray) -> str:
 
 
 def _axis_name(k: int, ndim: int, axes: str | None) -> str:
+    """'time steps', 'rows' or 'indices of axis 2': how the feedback names axis ``k``."""
     letters = axes.split() if axes else []
     if len(letters) == ndim:
-        return LEGEND.get(letters[k], f"axis {k} ({letters[k]})")
+        return LEGEND.get(letters[k], f"indices of axis {k} ({letters[k]})")
     if ndim == 2:
         return ("rows", "columns")[k]
-    return f"axis {k}"
+    return f"indices of axis {k}"
 
 
 def describe_difference(yours: np.ndarray, expected: np.ndarray, against: str = "the numerical gradient",
@@ -106,19 +108,20 @@ def describe_difference(yours: np.ndarray, expected: np.ndarray, against: str = 
         return f"{against} is zero everywhere, yours is not"
     parts = []
     ratio = float(np.sum(a * n) / nn**2)  # the best single factor: a ~ ratio * n
-    if np.linalg.norm(a - ratio * n) <= 1e-3 * na:
+    if np.linalg.norm(a - ratio * n) <= 1e-3 * na:  # one factor everywhere (entries zero in both stay zero)
         if abs(ratio + 1) < 1e-3:
             parts.append("the sign is flipped everywhere")
         else:
-            parts.append(f"≈ {ratio:.3g} × {against} everywhere")
-    elif bad.any() and np.all(np.abs(a[bad] + n[bad]) <= 1e-3 * (np.abs(a[bad]) + np.abs(n[bad]))):
-        parts.append(f"the sign is flipped at the {int(bad.sum())} wrong entries")
-    if bad.any() and not bad.all():
-        for k in range(a.ndim):
-            hit = np.flatnonzero(bad.any(axis=tuple(j for j in range(a.ndim) if j != k)))
-            if 0 < hit.size < a.shape[k]:
-                parts.append(f"wrong only in {_axis_name(k, a.ndim, axes)} {_indices(hit)} (of {a.shape[k]})")
-        if len(parts) == 0 or parts[-1].startswith("≈"):
+            parts.append(f"≈ {ratio:.2f} × {against} everywhere" if abs(ratio) >= 0.1 else
+                         f"≈ {ratio:.3g} × {against} everywhere")
+    else:
+        if bad.any() and np.all(np.abs(a[bad] + n[bad]) <= 1e-3 * (np.abs(a[bad]) + np.abs(n[bad]))):
+            parts.append(f"the sign is flipped at the {int(bad.sum())} wrong entries")
+        if bad.any() and not bad.all():
+            for k in range(a.ndim):
+                hit = np.flatnonzero(bad.any(axis=tuple(j for j in range(a.ndim) if j != k)))
+                if 0 < hit.size < a.shape[k]:
+                    parts.append(f"wrong only in {_axis_name(k, a.ndim, axes)} {_indices(hit)} of {a.shape[k]}")
             parts.append(f"{int(bad.sum())} of {a.size} entries wrong")
     parts.append(f"cosine {np.sum(a * n) / (na * nn):.4f}")
     return "; ".join(parts)
@@ -141,10 +144,11 @@ def compare(name: str, yours, expected: np.ndarray, against: str = "the numerica
 
 
 def check_dtype(name: str, value, dtype) -> float | None:
-    """None when ``value`` is not a float array or keeps ``dtype``; inf (recorded) when it does not."""
+    """None when ``value`` is not a float array or keeps ``dtype``; else inf, recorded as ``name + " float32"``."""
     if isinstance(value, np.ndarray) and np.issubdtype(value.dtype, np.floating) and value.dtype != dtype:
-        return _found(name, np.inf, f"{name}: yours is {value.dtype} for {np.dtype(dtype)} inputs, expected "
-                                    f"{np.dtype(dtype)} (outputs and gradients keep the input's dtype)")
+        return _found(f"{name} {np.dtype(dtype)}", np.inf,
+                      f"{name}: yours is {value.dtype} for {np.dtype(dtype)} inputs, expected {np.dtype(dtype)} "
+                      f"(outputs and gradients keep the input's dtype)")
     return None
 
 
@@ -234,6 +238,7 @@ def check_model(
     keys: Sequence[str] | None = None,
     max_entries: int | None = None,
     seed: int = 0,
+    float32: bool = True,
 ) -> dict[str, float]:
     """Check every parameter's gradient of a scalar loss.
 
@@ -243,7 +248,8 @@ def check_model(
     are checked (for larger models); by default every entry is.
     Returns ``{"d" + key: largest relative error}``: inf for a gradient
     missing or of the wrong shape.  Last, one call with the parameters in
-    float32: a gradient of another dtype adds ``"d" + key + " float32"``: inf.
+    float32: a gradient of another dtype adds ``"d" + key + " float32"``: inf
+    (``float32=False`` leaves that out, for a model built for one dtype).
     """
     params = {k: np.array(v, dtype=np.float64) for k, v in params.items()}
     _, grads = loss_and_grads(params)
@@ -271,8 +277,8 @@ def check_model(
             errors["d" + k] = compare("d" + k, np.asarray(mine), num.reshape(params[k].shape))
         else:
             errors["d" + k] = compare("d" + k, np.asarray(mine).reshape(-1)[idx], num)
-    _, grads32 = loss_and_grads({k: v.astype(np.float32) for k, v in params.items()})
-    for k in keys if keys is not None else params:
+    _, grads32 = loss_and_grads({k: v.astype(np.float32) for k, v in params.items()}) if float32 else (0, {})
+    for k in keys if keys is not None and float32 else params if float32 else []:
         if check_dtype("d" + k, grads32.get(k), np.float32) is not None:
             errors[f"d{k} float32"] = np.inf
     return errors

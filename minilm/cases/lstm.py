@@ -134,7 +134,7 @@ def _step():
 
 @case(G, "sequence (BPTT, h0, c0, c_T)")
 def _sequence():
-    return check_pair(flat_sequence, flat_sequence_backward, sequence_inputs(), SEQUENCE_NAMES)
+    return check_pair(flat_sequence, flat_sequence_backward, sequence_inputs(), SEQUENCE_NAMES, axes={"x": "B T D"})
 
 
 @case(G, "2-layer stack")
