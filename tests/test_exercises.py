@@ -269,7 +269,7 @@ def test_errors_crashes_timeouts_and_the_reference_are_wrong(tmp_path, capsys):
     import minilm.softmax  # the student's own module: the reference is shadowed
     dx = minilm.softmax.softmax_backward(dy, cache)""")
     code, out = run(capsys, "check", str(tmp_path), "--only", "activations", "linear", "softmax_backward",
-                    "dropout", "--timeout", "1.5")
+                    "dropout", "--timeout", "4")
     assert code == 1
     assert grades(out) == {"relu_backward": "wrong", "tanh_backward": "wrong", "sigmoid_backward": "wrong",
                            "gelu_backward": "not implemented", "dropout_backward": "passed",
@@ -277,7 +277,7 @@ def test_errors_crashes_timeouts_and_the_reference_are_wrong(tmp_path, capsys):
     lines = {ln.split()[0]: ln for ln in out.splitlines() if ln and ln.split()[0] in grades(out)}
     assert re.search(r"ValueError: boom \(at minilm/activations.py:\d+ in sigmoid_backward", lines["sigmoid_backward"])
     assert "stopped (exit status 3)" in lines["relu_backward"]
-    assert "timed out after 1.5 s" in lines["tanh_backward"]
+    assert "timed out after 4 s" in lines["tanh_backward"]
     assert re.search(r"reads the reference package: .*minilm/linear\.py", lines["linear_backward"])
     assert "RecursionError" in lines["softmax_backward"]
 

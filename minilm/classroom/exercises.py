@@ -326,37 +326,76 @@ import minilm  # noqa: E402
 if pathlib.Path(minilm.__file__).resolve().parent != (pathlib.Path.cwd().parent / "minilm").resolve():
     raise RuntimeError(f"this notebook imports {minilm.__file__}, not the copy's minilm: start Jupyter in notebooks/")
 
-# A cell that needs a function you have not written yet prints one line naming it, and the notebook goes on
-# (Run All reaches the end); write the function, then run the cell again.
+# A cell that needs a function you have not written yet prints one line naming it and stops; the notebook
+# goes on (Run All reaches the end).  A later cell that reads what such a cell left unset or half-made is
+# skipped with one line too.  Write the function, then run the cells again.
 import ast  # noqa: E402
+import builtins  # noqa: E402
+import types  # noqa: E402
+
+_unset = {}  # name -> why: the data that cells stopped by an unwritten function left unset or half-made
+_before = {}  # name -> id of its value when the running cell started
 
 
-def _not_written(e):
-    print("not written yet:", (str(e).strip().splitlines() or ["(a stub)"])[0])
+def _taint(names, why):
+    \"\"\"Mark as unfinished the data a stopped cell may have left unset, stale or half-filled: not modules,
+    functions or builtins, nor a number, string or other value the cell assigned before it stopped.\"\"\"
+    ns = get_ipython().user_ns  # noqa: F821
+    for n in names:
+        known = ns[n] if n in ns else getattr(builtins, n, None)
+        if isinstance(known, types.ModuleType) or callable(known):
+            continue
+        fresh = n in ns and id(ns[n]) != _before.get(n)
+        if fresh and not isinstance(known, list | dict | set) and not hasattr(known, "__array__"):
+            continue  # assigned whole by this cell before it stopped (a list or an array may be half-filled)
+        _unset.setdefault(n, why)
+
+
+def _blocked(loads, names):
+    ns = get_ipython().user_ns  # noqa: F821
+    _before.clear()
+    _before.update({n: id(ns[n]) for n in names if n in ns})
+    for n in loads:
+        if n in _unset:
+            print(f"[cell skipped] it needs {n}, left unfinished above: {_unset[n]}")
+            _taint(names, _unset[n])
+            return True
+    for n in names:
+        _unset.pop(n, None)  # this cell runs: what it sets is fresh
+    return False
+
+
+def _skipped(e, names):
+    why = (str(e).strip().splitlines() or ["a function is not written yet"])[0]
+    print("[rest of this cell skipped]", why)
+    _taint(names, why)
     return True
 
 
-def _last(skip, value):
+def _last(skip, value, names):
     if skip:
         return None
     try:
         return value()
     except NotImplementedError as e:
-        _not_written(e)
+        _skipped(e, names)
 
 
 class _SkipUnwritten(ast.NodeTransformer):
     \"\"\"Runs a cell as `try: <cell> except NotImplementedError: <one line>`, keeping its last value shown.\"\"\"
 
     def visit_Module(self, node):
+        loads = sorted({n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)})
+        names = sorted({n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
+                       | {n.name for n in ast.walk(node) if isinstance(n, ast.FunctionDef | ast.ClassDef)})
         body, last = node.body, None
         if body and isinstance(body[-1], ast.Expr):
             body, last = body[:-1], body[-1]
-        code = ast.parse("_skip = False\\ntry:\\n    pass\\n"
-                         "except NotImplementedError as _e:\\n    _skip = _not_written(_e)")
-        code.body[1].body = body or [ast.Pass()]
+        code = ast.parse(f"_skip = _blocked({loads!r}, {names!r})\\nif not _skip:\\n    try:\\n        pass\\n"
+                         f"    except NotImplementedError as _e:\\n        _skip = _skipped(_e, {names!r})")
+        code.body[1].body[0].body = body or [ast.Pass()]
         if last is not None:
-            show = ast.parse("_last(_skip, lambda: None)").body[0]
+            show = ast.parse(f"_last(_skip, lambda: None, {names!r})").body[0]
             show.value.args[1].body = last.value
             code.body.append(show)
         node.body = code.body
@@ -506,6 +545,7 @@ def make(dest: Path, only: list[str] | None = None, force: bool = False, package
     for name in ("pyproject.toml", "requirements.txt"):
         if (root / name).is_file():
             shutil.copy(root / name, dest / name)
+    (dest / "figures").mkdir(exist_ok=True)  # where the notebooks save their figures (../figures)
     written, answers = [], answer_lines(stubbed, package)
     for nb_path in matching_notebooks(notebooks or root / "notebooks", chosen, everything=not only):
         nb = json.loads(nb_path.read_text(encoding="utf-8"))
