@@ -431,18 +431,37 @@ def normalised(line: str) -> str:
 
 
 def answer_lines(exercises: list[Exercise], package: Path = PACKAGE) -> set[str]:
-    """The normalised statements of the exercises' solutions (those that are more than control flow)."""
+    """The normalised statements of the exercises' solutions that a copy must not hold: more than control
+    flow, and not also in the code every copy has anyway (outside every region, fast/ left out)."""
     files, found = module_files(package), set()
     for e in exercises:
         lines = files[e.module].read_text(encoding="utf-8").splitlines()
         for r in find_regions("\n".join(lines)):
             if r.function == e.function:
                 found |= {n for n in map(normalised, lines[r.begin + 1 : r.end]) if _distinctive(n)}
-    return found
+    return found - _public_lines(package)
+
+
+_PUBLIC: dict = {}  # the last _public_lines, keyed by the sources it was computed from
+
+
+def _public_lines(package: Path) -> set[str]:
+    """The normalised lines of the package outside every region (what no stub removes), fast/ left out."""
+    sources = tuple(path.read_text(encoding="utf-8") for module, path in module_files(package).items()
+                    if module.split(".")[0] not in LEFT_OUT)
+    if sources not in _PUBLIC:
+        found = set()
+        for text in sources:
+            lines = text.splitlines()
+            inside = {i for r in find_regions(text) for i in range(r.begin, r.end + 1)}
+            found |= {normalised(ln) for i, ln in enumerate(lines) if i not in inside}
+        _PUBLIC.clear()
+        _PUBLIC[sources] = found
+    return _PUBLIC[sources]
 
 
 def _distinctive(code: str) -> bool:
-    return len(code) >= 16 and not code.startswith(("if", "elif", "else", "for", "while", "return", "try"))
+    return len(code) >= 10 and not code.startswith(("if", "elif", "else", "for", "while", "return", "try"))
 
 
 def student_notebook(nb: dict, answers: set[str] = frozenset()) -> dict:
