@@ -151,7 +151,7 @@ def add_train_parser(sub) -> None:
         return "\n".join(lines)
 
     epilog = "each model's defaults (minilm/training/adapters.py):\n" + "\n".join(
-        wrapped(name, [flag(k, v) for k, v in a.defaults.items()]) for name, a in ADAPTERS.items())
+        wrapped(name, [flag(k, v) for k, v in a.defaults.items() if v is not None]) for name, a in ADAPTERS.items())
     t = sub.add_parser("train", help="train a model", argument_default=argparse.SUPPRESS,
                        description="Train a model; an option left out takes the model's default.", epilog=epilog,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
