@@ -53,6 +53,7 @@ def main() -> int:
 
     from minilm.tasks import numbers as N
     from minilm.training import translation as train_task
+    from minilm.training.adapters import load_run
     from minilm.translate import translation_scores
 
     out = Path(args.out or tempfile.mkdtemp(prefix="minilm-translation-"))
@@ -68,18 +69,18 @@ def main() -> int:
     cpu = usage.ru_utime + usage.ru_stime  # CPU seconds of the command: about its time on an idle machine
     load_after = os.getloadavg()
 
-    run = train_task.load(out / "checkpoint.npz")
-    h, task = run["meta"]["history"], run["task"]
+    run = load_run(out / "checkpoint.npz")
+    h, task = run.meta["history"], run.tokenizer
     reached = next(((s, t) for s, em, t in zip(h["eval_step"], h["exact_match"], h["train_seconds"], strict=True)
                     if em >= GOAL), None)
     refs = [N.target_text(int(n), task.direction) for n in task.held]
     results = {"direction": args.direction, "steps": args.steps, "held_out_numbers": len(task.held),
-               "train_seconds": run["meta"]["spent"]["train_seconds"], "command_seconds": wall,
+               "train_seconds": run.meta["spent"]["train_seconds"], "command_seconds": wall,
                "command_cpu_seconds": cpu, "cpus": os.cpu_count(), "load_before": load_before, "load_after": load_after,
                "goal_step": reached and reached[0], "goal_train_seconds": reached and reached[1]}
     for name, beam in (("greedy", 1), (f"beam {args.beam}", args.beam))[: 2 if args.beam > 1 else 1]:
         t0 = time.perf_counter()
-        hyps = train_task.translate_numbers(run["params"], run["cfg"], task, task.held, beam_size=beam)
+        hyps = train_task.translate_numbers(run.params, run.cfg, task, task.held, beam_size=beam)
         results[name] = translation_scores(hyps, refs) | {"seconds": time.perf_counter() - t0}
         if beam == 1:
             wrong = [(int(n), r, y) for n, r, y in zip(task.held, refs, hyps, strict=True) if r != y]

@@ -49,11 +49,9 @@ class Parser(argparse.ArgumentParser):
 
 def cmd_train(args) -> int:
     """Train a model; see minilm.training.loop."""
+    from minilm.training.adapters import format_scores
     from minilm.training.loop import TrainingDiverged, TrainOptions, run_exit_status, train
-    from minilm.training.translation import TASK_ARGS, cmd_train_task
 
-    if getattr(args, "model", None) == "seq2seq" or set(TASK_ARGS) & set(vars(args)):
-        return cmd_train_task(args)  # a generated task rather than a text: minilm/training/translation.py
     explicit = {k: v for k, v in vars(args).items() if k not in ("command", "fn", "resume", "quiet", "force")}
     opts = TrainOptions(**explicit)
     try:
@@ -62,53 +60,114 @@ def cmd_train(args) -> int:
     except TrainingDiverged as e:
         print(f"minilm train: error: {e}", file=sys.stderr)
         return 1
+    scores = {k[4:]: v for k, v in m.items() if k.startswith("val_")}
+    speed = next(f"{v:,.0f} {k.split('_')[0]}/s" for k, v in m.items() if k.endswith("_per_second") and v)
     print(f"{m['model']}: step {m['steps']} of {m['of_steps']}, train loss {m['train_loss']:.4f}"
-          + ("" if m["val_loss"] is None else f", val loss {m['val_loss']:.4f}, "
-                                               f"val perplexity {m['val_perplexity']:.2f}")
-          + (f", {m['val_bits_per_char']:.3f} bits/char" if "val_bits_per_char" in m else "")
-          + (f", masked-token accuracy {m['val_accuracy']:.3f}" if "val_accuracy" in m else "")
-          + f"; {m['tokens_per_second']:,.0f} tokens/s, {m['seconds']:.1f} s; wrote {opts.out}/")
+          + ("" if m["val_loss"] is None else f"; validation {format_scores(scores)}")
+          + f"; {speed}, {m['seconds']:.1f} s; wrote {opts.out}/")
     return run_exit_status(m, opts.out)
 
 
-def cmd_sample(args) -> int:
-    """Generate text from a checkpoint."""
-    from minilm.training.adapters import load_run, sample_run
+def _threads(run, rows: int, requested):
+    """BLAS threads for a command that uses ``run``: minilm.training.threads decides unless --threads is given."""
+    from minilm.training.threads import blas_threads, choose
 
-    run = load_run(args.checkpoint)
-    print(sample_run(run, args.prompt, args.tokens, args.temperature, args.top_k, args.seed))
+    return blas_threads(choose(run.params, rows, requested)[0])
+
+
+def cmd_sample(args) -> int:
+    """Generate text from a checkpoint, or from a GPT-2 directory (--from-hf)."""
+    from minilm.training.adapters import load_run, sample_run, transformer_run
+
+    if (args.checkpoint is None) == (args.from_hf is None):
+        raise ValueError("give --checkpoint PATH or --from-hf DIR (one of them)")
+    if args.from_hf is not None:
+        from minilm.hub import gpt2
+
+        run = transformer_run(*gpt2.load(args.from_hf), args.from_hf)
+    else:
+        run = load_run(args.checkpoint)
+    with _threads(run, 1, args.threads):
+        print(sample_run(run, args.prompt, args.tokens, args.temperature, args.top_k, args.seed,
+                         top_p=args.top_p, cache=args.cache))
     return 0
 
 
 def cmd_eval(args) -> int:
-    """Loss and perplexity of a checkpoint over its validation split, or over all of --data FILE."""
-    from minilm.training.adapters import evaluate_run, load_run
-    from minilm.training.corpora import load_text, read_text_file
-    from minilm.training.data import split
-    from minilm.training.loop import text_sha256
+    """Scores of a checkpoint over its validation set, or over all of --data FILE."""
+    from minilm.training.adapters import evaluate_run, format_scores, load_run, validation_data
+    from minilm.training.corpora import read_text_file
 
     run = load_run(args.checkpoint)
+    run.require("eval")
+    if args.data_dir is not None:
+        if run.adapter.name != "las":
+            raise ValueError(f"--data-dir does not apply to {args.checkpoint}, a {run.adapter.name} model")
+        run.opts.data_dir = args.data_dir
     if args.data is not None:
+        if not run.adapter.reads_text:
+            raise ValueError(f"--data does not apply to {args.checkpoint}: a {run.adapter.name} model is scored "
+                             f"on its own held-out examples")
         ids, where = run.tokenizer.encode(read_text_file(args.data)), f"all of {args.data}"
+        if len(ids) < 2:
+            raise ValueError(f"the text is too short to evaluate: {len(ids)} tokens")
     else:
-        o = run.opts
-        text, source = load_text(o.data, o.corpus)
-        if text_sha256(text) != run.meta.get("text_sha256"):
-            raise ValueError(f"the training text ({source}) has changed since {args.checkpoint} was trained")
-        ids, where = split(run.tokenizer.encode(text), o.val_fraction)[1], f"the validation split of {source}"
-    r = evaluate_run(run, ids)
-    what = "masked-token loss" if "accuracy" in r else "loss"
-    print(f"{what} {r['loss']:.4f} nats/token, perplexity {r['perplexity']:.3f}"
-          + (f", {r['bits_per_char']:.4f} bits/char" if "bits_per_char" in r else "")
-          + (f", accuracy {r['accuracy']:.3f}" if "accuracy" in r else "")
-          + f" over {r['tokens']:,} tokens of {where}")
+        d = validation_data(run, log=lambda *a, **k: None)
+        ids = d.val_final if d.val_final is not None else d.val
+        where = f"the validation set of {d.source}"
+    with _threads(run, 512, args.threads):
+        r = evaluate_run(run, ids)
+    print(f"{format_scores(r)} over {r.get('tokens', r.get('sentences', len(ids))):,} "
+          f"{'tokens' if 'tokens' in r else 'examples'} of {where}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    """Write a checkpoint's model in another format (--format hf: a GPT-2 directory)."""
+    from minilm.hub import gpt2
+    from minilm.training.adapters import load_run
+
+    run = load_run(args.checkpoint)
+    if run.adapter.name != "transformer":
+        raise ValueError(f"{args.checkpoint} holds a {run.adapter.name} model; GPT-2 is a causal Transformer LM "
+                         f"(--model transformer)")
+    paths = gpt2.save(args.dir, run.params, run.cfg, run.tokenizer)
+    print(f"wrote {', '.join(p.name for p in paths)} to {args.dir}/ (GPT-2, {run.cfg.n_layer} layers, width "
+          f"{run.cfg.n_embd}, vocabulary {run.cfg.vocab_size}); transformers reads it with "
+          f"GPT2LMHeadModel.from_pretrained({str(args.dir)!r})")
+    return 0
+
+
+def cmd_translate(args) -> int:
+    """Translate with a seq2seq checkpoint."""
+    from minilm.training.adapters import load_run
+    from minilm.training.translation import translate_texts
+
+    run = load_run(args.checkpoint)
+    with _threads(run, len(args.text) * args.beam, args.threads):
+        translated = translate_texts(run, args.text, args.beam)
+    for text, out in zip(args.text, translated, strict=True):
+        print(f"{text}\t{out}")
+    return 0
+
+
+def cmd_transcribe(args) -> int:
+    """Transcribe WAV files with a las checkpoint."""
+    from minilm.training.adapters import load_run
+    from minilm.training.speech import transcribe_files
+
+    run = load_run(args.checkpoint)
+    for path, text in zip(args.files, transcribe_files(run, args.files, args.beam), strict=True):
+        print(f"{path}\t{text}")
     return 0
 
 
 def add_train_parser(sub) -> None:
+    from minilm.tasks.numbers import DIRECTIONS
     from minilm.training.adapters import ADAPTERS
     from minilm.training.corpora import CORPORA
-    from minilm.training.translation import add_task_arguments
+    from minilm.training.speech import TASKS as SPEECH_TASKS
+    from minilm.training.translation import TASKS
 
     def flag(k, v):
         k = {"causal": "causal-mask"}.get(k, k).replace("_", "-")
@@ -124,10 +183,10 @@ def add_train_parser(sub) -> None:
 
     epilog = "each model's defaults (minilm/training/adapters.py):\n" + "\n".join(
         wrapped(name, [flag(k, v) for k, v in a.defaults.items()]) for name, a in ADAPTERS.items())
-    t = sub.add_parser("train", help="train a language model", argument_default=argparse.SUPPRESS,
+    t = sub.add_parser("train", help="train a model", argument_default=argparse.SUPPRESS,
                        description="Train a model; an option left out takes the model's default.", epilog=epilog,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    t.add_argument("--model", choices=[*ADAPTERS, "seq2seq"], help="which model (default transformer)")
+    t.add_argument("--model", choices=list(ADAPTERS), help="which model (default transformer)")
     src = t.add_mutually_exclusive_group()
     src.add_argument("--data", metavar="FILE", help="train on this UTF-8 text file")
     src.add_argument("--corpus", choices=CORPORA, help="a named corpus (default pydoc, built in)")
@@ -153,12 +212,18 @@ def add_train_parser(sub) -> None:
     t.add_argument("--positions", choices=["sinusoidal", "learned"], help="positional encoding (sinusoidal)")
     t.add_argument("--scale-embed", action=argparse.BooleanOptionalAction,
                    help="multiply token embeddings by sqrt(C) before adding positions (on, as in the text)")
+    t.add_argument("--head-bias", action=argparse.BooleanOptionalAction,
+                   help="a bias on the output layer (on); GPT-2 has none")
+    t.add_argument("--init-from", metavar="DIR", help="fine-tune a GPT-2 directory (config.json, model.safetensors, "
+                   "vocab.json, merges.txt): its architecture and tokenizer, --block-size windows")
     t.add_argument("--tie-weights", action=argparse.BooleanOptionalAction,
                    help="share the token embedding with the output projection (off)")
     t.add_argument("--causal-mask", dest="causal", action=argparse.BooleanOptionalAction,
                    help="--no-causal-mask reproduces the text's bug: each position sees the token it predicts")
-    t.add_argument("--tokenizer", choices=["char", "word"], help="characters (default) or words")
+    t.add_argument("--tokenizer", choices=["char", "word", "bpe"],
+                   help="characters (default), words, or byte-level BPE (GPT-2's)")
     t.add_argument("--max-vocab", type=int, metavar="N", help="word tokenizer: vocabulary cap incl. <unk>")
+    t.add_argument("--vocab-size", type=int, metavar="N", help="bpe: 256 bytes + learned merges (1000)")
     t.add_argument("--val-fraction", type=float, metavar="F", help="last fraction held out (0.1)")
     t.add_argument("--lr", type=float, help="peak learning rate")
     t.add_argument("--min-lr", type=float, help="learning rate at the end of the cosine (lr / 10)")
@@ -169,9 +234,23 @@ def add_train_parser(sub) -> None:
     t.add_argument("--clip", type=float, help="clip the global gradient norm to this; 0 = off (1.0)")
     t.add_argument("--eval-every", type=int, metavar="N", help="score the whole validation split every N steps")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
-    t.add_argument("--fast", action="store_true", help="train with minilm.fast where the model has a fast path "
-                   "(pre-LN Transformer without dropout, n-gram): same formulas and checkpoints, faster (README)")
-    add_task_arguments(t)  # --task numbers and its options, for --model seq2seq
+    t.add_argument("--threads", type=int, metavar="N", help="BLAS threads (default: chosen from the model's "
+                   "products and the machine's load, see minilm/training/threads.py)")
+    t.add_argument("--fast", action="store_true", help="train with minilm.fast (every model but seq2seq, "
+                   "which refuses it): same formulas, batches and checkpoints, faster (README)")
+    t.add_argument("--task", choices=[*TASKS, *SPEECH_TASKS],
+                   help="seq2seq: the generated task (numbers); las: spoken digits (digits)")
+    t.add_argument("--direction", choices=list(DIRECTIONS), help="seq2seq: en-zh (default) or zh-en")
+    t.add_argument("--max-number", type=int, metavar="N", help="seq2seq: numbers 0 .. N (99999)")
+    t.add_argument("--held-out", type=float, metavar="F", help="seq2seq: fraction of numbers never trained on (0.1)")
+    t.add_argument("--share-vocab", action=argparse.BooleanOptionalAction,
+                   help="seq2seq: one vocabulary for both languages")
+    t.add_argument("--eval-size", type=int, metavar="N",
+                   help="seq2seq: held-out numbers per evaluation (1000); las: test utterances (300)")
+    t.add_argument("--data-dir", metavar="DIR", help="las: a copy of the FSDD recordings (default: download "
+                   "v1.0.10 once into $MINILM_CACHE); checked against its SHA256SUMS either way")
+    t.add_argument("--max-digits", type=int, metavar="N", help="las: utterances of 1 .. N digits (3)")
+    t.add_argument("--train-size", type=int, metavar="N", help="las: training utterances (6000)")
     t.set_defaults(fn=cmd_train)
 
 
@@ -184,20 +263,45 @@ def build_parser() -> argparse.ArgumentParser:
     g.set_defaults(fn=cmd_gradcheck)
     add_exercise_parser(sub)
     add_train_parser(sub)
-    from minilm.training.translation import add_translate_parser
-
-    add_translate_parser(sub)
+    tr = sub.add_parser("translate", help="translate with a seq2seq checkpoint",
+                        description="Translate number words with a checkpoint of --model seq2seq.")
+    tr.add_argument("--checkpoint", required=True, metavar="PATH")
+    tr.add_argument("--beam", type=int, default=1, metavar="K", help="beam search with K prefixes (1 = greedy)")
+    tr.add_argument("--threads", type=int, default=None, metavar="N", help="BLAS threads (default: chosen)")
+    tr.add_argument("text", nargs="+", help='e.g. "three thousand and forty-two" (or 三千零四十二 for zh-en)')
+    tr.set_defaults(fn=cmd_translate)
+    tc = sub.add_parser("transcribe", help="transcribe spoken digits with a las checkpoint",
+                        description="Transcribe 8 kHz mono 16-bit PCM WAV files with a checkpoint of --model las.")
+    tc.add_argument("--checkpoint", required=True, metavar="PATH")
+    tc.add_argument("--beam", type=int, default=1, metavar="K", help="beam search with K prefixes (1 = greedy)")
+    tc.add_argument("files", nargs="+", metavar="FILE.wav")
+    tc.set_defaults(fn=cmd_transcribe)
     s = sub.add_parser("sample", help="generate text from a checkpoint")
-    s.add_argument("--checkpoint", required=True, metavar="PATH")
+    s.add_argument("--checkpoint", metavar="PATH")
+    s.add_argument("--from-hf", metavar="DIR", help="a GPT-2 directory (config.json, model.safetensors, vocab.json, "
+                   "merges.txt) instead of a checkpoint")
     s.add_argument("--prompt", default="", help="text to continue (masked LM: text with [MASK] to fill in)")
     s.add_argument("--tokens", type=int, default=300, metavar="N", help="how many tokens to generate (300)")
     s.add_argument("--temperature", type=float, default=0.8, metavar="T", help="0 = greedy (0.8)")
     s.add_argument("--top-k", type=int, default=None, metavar="K", help="sample among the K likeliest tokens")
+    s.add_argument("--top-p", type=float, default=None, metavar="P",
+                   help="sample among the likeliest tokens whose mass first reaches P (nucleus sampling)")
     s.add_argument("--seed", type=int, default=0, metavar="S")
+    s.add_argument("--threads", type=int, default=None, metavar="N", help="BLAS threads (default: chosen)")
+    s.add_argument("--cache", action=argparse.BooleanOptionalAction, default=True,
+                   help="keep each layer's keys and values (on); --no-cache recomputes the window every step")
     s.set_defaults(fn=cmd_sample)
+    x = sub.add_parser("export", help="write a checkpoint's model in another format (GPT-2, Hugging Face)")
+    x.add_argument("--format", choices=["hf"], default="hf",
+                   help="hf: config.json, model.safetensors, vocab.json, merges.txt of a GPT-2 (the only one)")
+    x.add_argument("--checkpoint", required=True, metavar="PATH")
+    x.add_argument("dir", metavar="DIR", help="the directory to write (new, or without those files)")
+    x.set_defaults(fn=cmd_export)
     e = sub.add_parser("eval", help="loss and perplexity of a checkpoint")
     e.add_argument("--checkpoint", required=True, metavar="PATH")
     e.add_argument("--data", metavar="FILE", help="score all of this file instead of the validation split")
+    e.add_argument("--threads", type=int, default=None, metavar="N", help="BLAS threads (default: chosen)")
+    e.add_argument("--data-dir", metavar="DIR", help="las: where the FSDD recordings are, if not where trained")
     e.set_defaults(fn=cmd_eval)
     add_bench_subcommand(sub)
     return p

@@ -65,7 +65,7 @@ def test_sample_and_eval_print_text_and_perplexity(trained, corpus, capsys):
     out = capsys.readouterr().out
     m = json.loads((trained / "metrics.json").read_text())
     assert f"loss {m['val_loss']:.4f}" in out and "perplexity" in out and "bits/char" in out
-    assert "validation split" in out
+    assert "validation set" in out
     assert main(["eval", "--checkpoint", ck, "--data", str(corpus)]) == 0
     assert f"over {len(corpus.read_text()) - 3:,} tokens of all of" in capsys.readouterr().out
 
@@ -96,6 +96,22 @@ def test_bad_data_files_are_one_line_errors(content, match, tmp_path, capsys):
     code = main(["train", *NGRAM, "--data", str(f), "--out", str(tmp_path / "x")])
     one_line_error(capsys, code, 2, match)
     assert not (tmp_path / "x").exists()
+
+
+def test_sample_top_p(trained, capsys):
+    ck = str(trained / "checkpoint.npz")
+    runs = {}
+    for extra in ([], ["--top-p", "1"], ["--top-p", "0.5"], ["--top-p", "1e-9"], ["--temperature", "0"]):
+        assert main(["sample", "--checkpoint", ck, "--prompt", "the ", "--tokens", "40", "--seed", "3", *extra]) == 0
+        runs[" ".join(extra)] = capsys.readouterr().out
+    assert runs["--top-p 1"] == runs[""]  # p = 1 keeps every token: plain sampling, draw for draw
+    assert runs["--top-p 1e-9"] != runs[""]  # the smallest nucleus is the argmax alone: greedy ...
+    greedy = runs["--temperature 0"]  # ... under the default temperature (0.8)
+    assert main(["sample", "--checkpoint", ck, "--prompt", "the ", "--tokens", "40", "--temperature", "0.8",
+                 "--top-p", "1e-9", "--seed", "9"]) == 0
+    assert capsys.readouterr().out == runs["--top-p 1e-9"] == greedy
+    for bad in ("0", "1.5", "-1"):
+        one_line_error(capsys, main(["sample", "--checkpoint", ck, "--top-p", bad]), 2, "top_p must be in (0, 1]")
 
 
 def test_an_existing_checkpoint_is_never_overwritten(trained, corpus, capsys):

@@ -275,71 +275,83 @@ def test_learns_a_handful_of_translations_by_heart():
 # ---- the training run and the translate command ----
 
 
-def tiny_run(tmp_path, **kw):
-    from minilm.training.translation import TaskOptions
+QUIET = dict(progress=False, log=lambda *a, **k: None)
 
-    return TaskOptions(**{"max_number": 299, "steps": 6, "batch_size": 8, "layers": 1, "heads": 2, "width": 16,
-                          "eval_every": 3, "eval_size": 20, "out": str(tmp_path / "run")} | kw)
+
+def tiny_run(tmp_path, **kw):
+    from minilm.training.loop import TrainOptions
+
+    return TrainOptions(**{"model": "seq2seq", "max_number": 299, "steps": 6, "batch_size": 8, "layers": 1,
+                           "heads": 2, "width": 16, "eval_every": 3, "eval_size": 20,
+                           "out": str(tmp_path / "run")} | kw)
 
 
 def test_training_run_writes_checkpoint_metrics_and_resumes_exactly(tmp_path):
-    from minilm.training import translation as train_task
+    from minilm.training.adapters import load_run
+    from minilm.training.loop import TrainOptions, train
 
-    whole = train_task.train(tiny_run(tmp_path / "a"), progress=False, log=lambda *a, **k: None)
-    assert whole["finished"] and whole["steps"] == 6 and whole["evaluated_on"] == 30  # every held-out number
+    whole = train(tiny_run(tmp_path / "a"), **QUIET)
+    assert whole["finished"] and whole["steps"] == 6 and whole["val_sentences"] == 30  # every held-out number
     for name in ("checkpoint.npz", "metrics.json", "loss.png"):
         assert (tmp_path / "a" / "run" / name).exists()
-    paused = train_task.train(tiny_run(tmp_path / "b", stop_after=4), progress=False, log=lambda *a, **k: None)
-    assert not paused["finished"] and paused["steps"] == 4
+    paused = train(tiny_run(tmp_path / "b", stop_after=4), **QUIET)
+    assert not paused["finished"] and paused["steps"] == 4 and paused["val_sentences"] == 20  # the eval sample
     with pytest.raises(ValueError, match="exists; continue it with --resume, start afresh with --force"):
-        train_task.train(tiny_run(tmp_path / "b"), progress=False, log=lambda *a, **k: None)
+        train(tiny_run(tmp_path / "b"), **QUIET)
     with pytest.raises(ValueError, match="--width 32 differs"):
-        train_task.train(tiny_run(tmp_path / "b", width=32), resume=True, explicit={"width"}, progress=False,
-                         log=lambda *a, **k: None)
-    resumed = train_task.train(tiny_run(tmp_path / "b"), resume=True, explicit=set(), progress=False,
-                               log=lambda *a, **k: None)
-    a, b = (train_task.load(tmp_path / d / "run" / "checkpoint.npz") for d in "ab")
-    assert resumed["finished"] and a["meta"]["history"]["train_loss"] == b["meta"]["history"]["train_loss"]
-    for k in a["params"]:
-        np.testing.assert_array_equal(a["params"][k], b["params"][k])
+        train(tiny_run(tmp_path / "b", width=32), resume=True, explicit={"width"}, **QUIET)
+    resumed = train(TrainOptions(out=str(tmp_path / "b" / "run")), resume=True, **QUIET)  # nothing but --out
+    a, b = (load_run(tmp_path / d / "run" / "checkpoint.npz") for d in "ab")
+    assert resumed["finished"] and a.meta["history"]["train_loss"] == b.meta["history"]["train_loss"]
+    assert a.meta["history"]["exact_match"] == b.meta["history"]["exact_match"]
+    for k in a.params:
+        np.testing.assert_array_equal(a.params[k], b.params[k])
+    assert whole["val_loss"] == resumed["val_loss"]
 
 
-def test_translate_command_and_bad_options(tmp_path, capsys):
-    import argparse
+def test_translate_and_bad_options(tmp_path, capsys):
+    from minilm.training.adapters import load_run
+    from minilm.training.loop import train
+    from minilm.training.translation import translate_texts
 
-    from minilm.training import translation as train_task
-
-    train_task.train(tiny_run(tmp_path, direction="zh-en", share_vocab=True), progress=False,
-                     log=lambda *a, **k: None)
-    path = str(tmp_path / "run" / "checkpoint.npz")
-    capsys.readouterr()
-    args = argparse.Namespace(checkpoint=path, beam=2, text=["三千零四十二", "十"])
-    assert train_task.cmd_translate(args) == 0
-    lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 2 and lines[0].startswith("三千零四十二\t")
+    train(tiny_run(tmp_path, direction="zh-en", share_vocab=True), **QUIET)
+    run = load_run(tmp_path / "run" / "checkpoint.npz")
+    out = translate_texts(run, ["三千零四十二", "十"], beam=2)
+    assert len(out) == 2 and all(isinstance(t, str) for t in out)
     with pytest.raises(ValueError, match="unknown token 'x'"):
-        train_task.cmd_translate(argparse.Namespace(checkpoint=path, beam=1, text=["x"]))
+        translate_texts(run, ["x"])
+    with pytest.raises(ValueError, match="--beam must be >= 1"):
+        translate_texts(run, ["十"], beam=0)
     with pytest.raises(ValueError, match="--block-size does not apply to --model seq2seq"):
-        train_task.cmd_train_task(argparse.Namespace(command="train", fn=None, model="seq2seq", block_size=8))
+        train(tiny_run(tmp_path / "c", block_size=8), **QUIET)
+    with pytest.raises(ValueError, match="--tokenizer does not apply to --model seq2seq"):
+        train(tiny_run(tmp_path / "c", tokenizer="word"), explicit={"model", "tokenizer"}, **QUIET)
     with pytest.raises(ValueError, match="--width must be a positive integer"):
-        train_task.train(tiny_run(tmp_path / "c", width=0), progress=False)
+        train(tiny_run(tmp_path / "c", width=0), **QUIET)
+    with pytest.raises(ValueError, match="--max-number must be in 1 .. "):
+        train(tiny_run(tmp_path / "c", max_number=10**12), **QUIET)
     (tmp_path / "bad.npz").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="corrupt checkpoint"):
-        train_task.load(tmp_path / "bad.npz")
+        load_run(tmp_path / "bad.npz")
 
 
-def test_command_line_train_and_translate(tmp_path, capsys):
+def test_command_line_train_resume_translate_and_eval(tmp_path, capsys):
     from minilm import cli
 
     out = str(tmp_path / "cli")
-    argv = ["train", "--model", "seq2seq", "--task", "numbers", "--max-number", "299", "--steps", "4",
+    argv = ["train", "--model", "seq2seq", "--task", "numbers", "--max-number", "299", "--steps", "6",
             "--batch-size", "8", "--layers", "1", "--heads", "2", "--width", "16", "--eval-size", "10",
-            "--out", out, "--quiet"]
+            "--stop-after", "3", "--out", out, "--quiet"]
     assert cli.main(argv) == 0
-    assert "exact match" in capsys.readouterr().out
+    assert "paused at step 3" in capsys.readouterr().out
+    assert cli.main(["train", "--resume", "--out", out, "--quiet"]) == 0  # the checkpoint knows the rest
+    printed = capsys.readouterr().out
+    assert "seq2seq: step 6 of 6" in printed and "exact match" in printed
     assert cli.main(["translate", "--checkpoint", f"{out}/checkpoint.npz", "three thousand and forty-two"]) == 0
     assert capsys.readouterr().out.startswith("three thousand and forty-two\t")
-    assert cli.main(["train", "--model", "transformer", "--task", "numbers", "--out", out]) == 2
-    assert "--task applies to --model seq2seq only" in capsys.readouterr().err
+    assert cli.main(["eval", "--checkpoint", f"{out}/checkpoint.npz"]) == 0
+    assert "exact match" in capsys.readouterr().out
+    assert cli.main(["train", "--model", "transformer", "--task", "numbers", "--out", str(tmp_path / "t")]) == 2
+    assert "--task does not apply to --model transformer" in capsys.readouterr().err
     assert cli.main(["translate", "--checkpoint", f"{out}/missing.npz", "ten"]) == 2
     assert "no such checkpoint" in capsys.readouterr().err

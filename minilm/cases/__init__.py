@@ -16,9 +16,11 @@ MODULES = [
     "minilm.cases.attention",
     "minilm.cases.transformer",
     "minilm.cases.ngram",
+    "minilm.cases.rnn",
     "minilm.cases.lstm",
     "minilm.cases.seq2seq",
     "minilm.cases.finetune",
+    "minilm.cases.las",
 ]
 
 

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from minilm.training.paths import publish
+
 FORMAT = "minilm-checkpoint"
 VERSION = 1
 
@@ -46,6 +48,7 @@ def save(path, meta: dict, params: dict, opt_state: dict | None = None, carry: l
             np.savez(f, **arrays)
             f.flush()
             os.fsync(f.fileno())
+        publish(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

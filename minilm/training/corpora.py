@@ -22,6 +22,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from minilm.training.paths import publish
+
 
 @dataclass(frozen=True)
 class Download:
@@ -113,6 +115,7 @@ def fetch(name: str, url: str | None = None, cache: str | Path | None = None, lo
         if h.hexdigest() != d.sha256:
             raise ValueError(f"download of {name} from {url} is corrupt: sha256 {h.hexdigest()}, "
                              f"expected {d.sha256}; it was deleted")
+        publish(tmp)
         os.replace(tmp, target)
     except OSError as e:  # network errors (urllib.error.URLError is an OSError) and disk errors
         raise ValueError(f"could not download {name} from {url}: {e}") from None

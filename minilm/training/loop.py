@@ -1,16 +1,21 @@
-"""The training loop: AdamW, clipping, warmup + cosine, full validation, checkpoints, resume.
+"""The training loop, one for every model: AdamW, clipping, warmup + cosine, full validation, checkpoints, resume.
 
     for step in 0 .. steps-1:
-        batch            = adapter.batch(...)            (random windows, contexts or streams)
+        batch            = adapter.batch(...)            (random windows, contexts, streams or task examples)
         loss, grads      = adapter.step(...)             (the model's forward and hand-written backward)
         clip the global gradient norm;  lr = warmup + cosine schedule (minilm.optim.lr_at)
         AdamW update
-        every eval_every steps and at the end: score the whole validation split, save a checkpoint
+        every eval_every steps and at the end: score the validation set, save a checkpoint
+
+Every model, the language models and the seq2seq translator alike, is an
+adapter (minilm.training.adapters): this loop, its checkpoints, its resume
+and its metrics file are the same for all of them.
 
 Reproducible to the bit: one np.random.Generator draws every batch (and
 dropout mask); its state is saved in the checkpoint with the step, the
 parameters, AdamW's moments and a recurrent model's carried state, so
-``resume`` continues exactly where an uninterrupted run would be.
+``resume`` continues exactly where an uninterrupted run would be.  A resumed
+run reads everything else from its checkpoint: ``--resume --out DIR`` is enough.
 
 Safe: a checkpoint is written atomically (minilm.training.checkpoint); Ctrl-C
 finishes the current step, saves and stops; a NaN or infinite loss or
@@ -23,7 +28,6 @@ Writes into ``out``: checkpoint.npz, metrics.json, loss.png.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import os
@@ -38,8 +42,8 @@ import numpy as np
 from minilm import optim
 from minilm.training import adapters as models
 from minilm.training import checkpoint
-from minilm.training.corpora import load_text
-from minilm.training.data import CharTokenizer, WordTokenizer, split
+from minilm.training.paths import output_dir, publish
+from minilm.training.threads import blas_threads, choose
 
 
 @dataclass
@@ -49,6 +53,7 @@ class TrainOptions:
     model: str = "transformer"
     data: str | None = None  # a UTF-8 text file ...
     corpus: str | None = None  # ... or a named corpus (default: the built-in one)
+    task: str | None = None  # ... or a generated task (seq2seq: "numbers")
     out: str = "runs/demo"
     steps: int | None = None
     seed: int = 0
@@ -66,47 +71,71 @@ class TrainOptions:
     scale_embed: bool | None = None  # multiply token embeddings by sqrt(C) before adding positions (the text's)
     tie_weights: bool | None = None  # output projection = token embedding transposed
     causal: bool | None = None  # False removes the causal mask: the text's bug (each position sees its target)
-    tokenizer: str = "char"  # "char" or "word"
+    head_bias: bool | None = None  # the output layer's bias b_head (GPT-2 has none)
+    init_from: str | None = None  # a GPT-2 directory (config.json, model.safetensors, vocab.json, merges.txt)
+    tokenizer: str = "char"  # "char", "word" or "bpe"
     max_vocab: int = 10000  # word tokenizer's vocabulary cap, <unk> included
+    vocab_size: int = 1000  # bpe: 256 bytes + learned merges (+ the model's special tokens)
     lr: float | None = None
     min_lr: float | None = None  # default lr / 10
     warmup: int | None = None  # default steps / 20
-    weight_decay: float = 0.1
+    weight_decay: float | None = None  # default 0.1 (seq2seq 0)
     beta1: float = 0.9
     beta2: float = 0.99
     clip: float = 1.0  # global gradient-norm limit; 0 turns clipping off
     eval_every: int | None = None  # default steps / 5
     val_fraction: float = 0.1
     stop_after: int | None = None  # pause after this step (checkpoint saved); continue with resume
-    fast: bool = False  # train with minilm.fast where the model has a fast path (same formulas, same checkpoint)
+    fast: bool = False  # train with minilm.fast (same formulas, same checkpoint; refused where there is none)
+    threads: int | None = None  # BLAS threads; None: chosen from the model's products (minilm.training.threads)
+    # the seq2seq numbers task (minilm.training.translation)
+    direction: str | None = None  # "en-zh": English words -> Chinese numerals, or "zh-en"
+    max_number: int | None = None  # the task's numbers are 0 .. max_number
+    held_out: float | None = None  # fraction of them never trained on
+    share_vocab: bool | None = None  # one joint vocabulary and embedding table for both languages
+    eval_size: int | None = None  # held-out numbers scored at each evaluation (all of them at the end)
+    # the las spoken-digits task (minilm.training.speech)
+    data_dir: str | None = None  # a copy of the FSDD recordings the user has (default: the verified download)
+    max_digits: int | None = None  # utterances of 1 .. max_digits digits
+    train_size: int | None = None  # training utterances drawn once from the seed
 
 
 # options that only some models use: a model uses those its adapter has a default for
 MODEL_OPTIONS = ("block_size", "context", "layers", "heads", "width", "hidden", "dropout", "norm", "activation",
-                 "positions", "scale_embed", "tie_weights", "causal")
-RESUME_MAY_CHANGE = ("steps", "eval_every", "stop_after", "out", "fast")
+                 "positions", "scale_embed", "tie_weights", "causal", "head_bias", "task", "direction", "max_number",
+                 "held_out", "share_vocab", "eval_size", "data_dir", "max_digits", "train_size")
+TEXT_OPTIONS = ("data", "corpus", "tokenizer", "max_vocab", "vocab_size", "val_fraction")  # models that read a text
+RESUME_MAY_CHANGE = ("steps", "eval_every", "stop_after", "out", "fast", "threads", "data_dir")  # data_dir: sha256
 
 
 class TrainingDiverged(RuntimeError):
     """The loss or the gradient became NaN or infinite."""
 
 
-def resolve(opts: TrainOptions) -> TrainOptions:
-    """Fill in the model's defaults and check every value; a ValueError names the bad option."""
+def resolve(opts: TrainOptions, explicit=()) -> TrainOptions:
+    """Fill in the model's defaults and check every value; a ValueError names the bad option.
+    ``explicit`` names the options the user gave: those that do not apply to the model are refused."""
     a = models.get(opts.model)
     o = dataclasses.replace(opts)
     for k in MODEL_OPTIONS:
         if k not in a.defaults and getattr(o, k) is not None:
             raise ValueError(f"--{k.replace('_', '-')} does not apply to --model {o.model}")
+    if not a.reads_text:
+        for k in TEXT_OPTIONS:
+            if k in explicit or (k in ("data", "corpus") and getattr(o, k) is not None):
+                raise ValueError(f"--{k.replace('_', '-')} does not apply to --model {o.model}, which trains on "
+                                 f"a generated task (--task {a.defaults.get('task')})")
     for k, v in a.defaults.items():
         if getattr(o, k) is None:
             setattr(o, k, v)
     o.lr = 3e-3 if o.lr is None else o.lr
+    o.weight_decay = 0.1 if o.weight_decay is None else o.weight_decay
     o.min_lr = o.lr / 10 if o.min_lr is None else o.min_lr
     o.warmup = max(1, o.steps // 20) if o.warmup is None else o.warmup
     o.eval_every = max(1, o.steps // 5) if o.eval_every is None else o.eval_every
     positive = ["steps", "batch_size", "eval_every", "max_vocab"] + [
-        k for k in ("block_size", "context", "layers", "heads", "width", "hidden") if k in a.defaults]
+        k for k in ("block_size", "context", "layers", "heads", "width", "hidden", "max_number", "eval_size",
+                  "max_digits", "train_size") if k in a.defaults]
     for k in positive:
         if not isinstance(getattr(o, k), int) or getattr(o, k) < 1:
             raise ValueError(f"--{k.replace('_', '-')} must be a positive integer, got {getattr(o, k)}")
@@ -123,8 +152,11 @@ def resolve(opts: TrainOptions) -> TrainOptions:
         raise ValueError(f"--dropout must be in [0, 1), got {o.dropout}")
     if o.stop_after is not None and o.stop_after < 1:
         raise ValueError(f"--stop-after must be a positive integer, got {o.stop_after}")
-    if o.tokenizer not in ("char", "word"):
-        raise ValueError(f"--tokenizer must be char or word, got {o.tokenizer!r}")
+    if o.tokenizer not in ("char", "word", "bpe"):
+        raise ValueError(f"--tokenizer must be char, word or bpe, got {o.tokenizer!r}")
+    if o.tokenizer == "bpe" and (not isinstance(o.vocab_size, int) or o.vocab_size < 256 + len(a.specials)):
+        raise ValueError(f"--vocab-size must be an integer >= {256 + len(a.specials)} for --tokenizer bpe "
+                         f"(256 bytes{' + ' + ', '.join(a.specials) if a.specials else ''}), got {o.vocab_size}")
     if o.data is not None and o.corpus is not None:
         raise ValueError("give --data FILE or --corpus NAME, not both")
     return o
@@ -154,15 +186,12 @@ class StopOnSigint:
         return False
 
 
-def text_sha256(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
 def _write_atomic(path: Path, write) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         write(tmp)
+        publish(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -192,17 +221,14 @@ class Session:
     adapter: models.Adapter
     mod: object
     cfg: object
-    tok: object
-    text: str
-    source: str
-    train_ids: np.ndarray
-    val_ids: np.ndarray
+    data: models.Data
     params: dict
     opt_state: dict
     rng: np.random.Generator  # draws every batch and dropout mask
     carry: list | None = None  # a recurrent model's state, carried to the next batch
     step: int = 0
-    history: dict = dataclasses.field(default_factory=lambda: {"train_loss": [], "eval_step": [], "val_loss": []})
+    history: dict = dataclasses.field(default_factory=lambda: {"train_loss": [], "eval_step": [], "val_loss": [],
+                                                               "train_seconds": []})
     spent: dict = dataclasses.field(default_factory=lambda: {"seconds": 0.0, "train_seconds": 0.0, "tokens": 0})
     last_eval: dict | None = None
     last_saved: int | None = None  # the step of the checkpoint on disk, if any
@@ -210,6 +236,10 @@ class Session:
     @property
     def ckpt_path(self) -> Path:
         return Path(self.o.out) / "checkpoint.npz"
+
+    @property
+    def tok(self):
+        return self.data.vocab
 
 
 def start(opts: TrainOptions, resume: bool = False, explicit=None, log=print, force: bool = False) -> Session:
@@ -220,12 +250,16 @@ def start(opts: TrainOptions, resume: bool = False, explicit=None, log=print, fo
     then the old one stays until the new run saves its first.
     ``explicit`` names the options the user set (default: those that differ
     from TrainOptions' defaults); when resuming they must agree with the
-    checkpoint's, except steps, eval_every, stop_after and out.
+    checkpoint's, except steps, eval_every, stop_after and out.  Everything
+    else, the model included, comes from the checkpoint.
     """
     if explicit is None:
         explicit = {f.name for f in dataclasses.fields(opts) if getattr(opts, f.name) != f.default}
+    output_dir(opts.out)
     ckpt_path = Path(opts.out) / "checkpoint.npz"
     if resume:
+        if not ckpt_path.exists():
+            raise ValueError(f"--resume: there is no checkpoint in {opts.out} to continue")
         run = models.load_run(ckpt_path)
         try:
             saved = TrainOptions(**run.meta["options"])
@@ -235,33 +269,27 @@ def start(opts: TrainOptions, resume: bool = False, explicit=None, log=print, fo
             if getattr(opts, k) != getattr(saved, k):
                 raise ValueError(f"--{k.replace('_', '-')} {getattr(opts, k)} differs from the checkpoint's "
                                  f"{getattr(saved, k)}; a resumed run keeps its settings")
-        o = resolve(dataclasses.replace(saved, out=opts.out, stop_after=opts.stop_after,
+        o = resolve(dataclasses.replace(saved, out=opts.out, stop_after=opts.stop_after, fast=opts.fast,
+                                        threads=opts.threads,
                                         **{k: getattr(opts, k) for k in ("steps", "eval_every") if k in explicit}))
-        adapter, mod, tok = run.adapter, run.module, run.tokenizer
+        adapter, mod = run.adapter, run.module
+        d = adapter.prepare(o, log, run.tokenizer)
+        if d.fingerprint != run.meta.get("text_sha256"):
+            raise ValueError(f"the training data ({d.source}) is not the one checkpoint {ckpt_path} was trained on")
     else:
         if ckpt_path.exists() and not force:
             raise ValueError(f"{ckpt_path} exists; continue it with --resume, start afresh with --force, "
                              f"or choose another --out")
-        o = resolve(opts)
+        o = resolve(opts, explicit)
         adapter = models.get(o.model)
         mod = adapter.load()
-    text, source = load_text(o.data, o.corpus, log=log)
-    if resume and text_sha256(text) != run.meta.get("text_sha256"):
-        raise ValueError(f"the training text ({source}) is not the one checkpoint {ckpt_path} was trained on")
-    if not resume:
-        tok = (CharTokenizer.build(text, adapter.specials) if o.tokenizer == "char"
-               else WordTokenizer.build(text, o.max_vocab, adapter.specials))
-    train_ids, val_ids = split(tok.encode(text), o.val_fraction)
-    need = adapter.min_tokens(o)
-    if min(len(train_ids), len(val_ids)) < need:
-        raise ValueError(f"the text is too short: {len(train_ids)} training and {len(val_ids)} validation tokens, "
-                         f"--model {o.model} with these options needs at least {need} in each")
+        init = init_from(o, explicit) if o.init_from is not None else None  # (cfg, params, tokenizer)
+        d = adapter.prepare(o, log, None if init is None else init[2])
     init_rng, rng = (np.random.default_rng(s) for s in np.random.SeedSequence(o.seed).spawn(2))
     if not resume:
-        cfg = adapter.make_config(mod, o, tok.vocab_size)
-        params = mod.init_params(cfg, init_rng)
-        return Session(o, adapter, mod, cfg, tok, text, source, train_ids, val_ids, params,
-                       optim.init_state(params), rng)
+        cfg = adapter.make_config(mod, o, d) if init is None else init[0]
+        params = mod.init_params(cfg, init_rng) if init is None else init[1]
+        return Session(o, adapter, mod, cfg, d, params, optim.init_state(params), rng)
     meta = run.meta
     if run.opt_state is None:
         raise ValueError(f"checkpoint {ckpt_path} has no optimiser state and cannot be resumed")
@@ -271,17 +299,49 @@ def start(opts: TrainOptions, resume: bool = False, explicit=None, log=print, fo
     if o.stop_after is not None and o.stop_after <= meta["step"]:
         raise ValueError(f"--stop-after {o.stop_after} is not after the checkpoint's step {meta['step']}")
     rng.bit_generator.state = meta["rng"]
-    return Session(o, adapter, mod, run.cfg, tok, text, source, train_ids, val_ids, run.params, run.opt_state, rng,
-                   run.carry, int(meta["step"]), meta["history"], meta["spent"], meta.get("last_eval"),
-                   last_saved=int(meta["step"]))
+    return Session(o, adapter, mod, run.cfg, d, run.params, run.opt_state, rng, run.carry, int(meta["step"]),
+                   meta["history"], meta["spent"], meta.get("last_eval"), last_saved=int(meta["step"]))
+
+
+FROM_GPT2 = ("layers", "heads", "width", "norm", "activation", "positions", "scale_embed", "tie_weights", "causal",
+             "head_bias", "tokenizer", "vocab_size", "max_vocab")  # what --init-from DIR's files decide
+
+
+def init_from(o: TrainOptions, explicit) -> tuple:
+    """(cfg, params, tokenizer) of the GPT-2 directory ``o.init_from`` (minilm.hub.gpt2), to fine-tune.
+
+    The architecture and the tokenizer are the directory's; ``o`` is made to say so (its checkpoint
+    then records them).  Training windows are --block-size tokens, at most its n_positions.
+    """
+    from minilm.hub import gpt2
+
+    if o.model != "transformer":
+        raise ValueError(f"--init-from reads a GPT-2, a causal Transformer: it does not apply to --model {o.model}")
+    given = [k for k in FROM_GPT2 if k in explicit]
+    if given:
+        raise ValueError(f"--{given[0].replace('_', '-')} comes from {o.init_from} with --init-from")
+    cfg, params, tok = gpt2.load(o.init_from)
+    if o.block_size > cfg.block_size:
+        raise ValueError(f"--block-size {o.block_size} exceeds the {cfg.block_size} positions of {o.init_from}")
+    cfg = dataclasses.replace(cfg, dropout=o.dropout)
+    o.layers, o.heads, o.width, o.norm, o.activation, o.positions = (cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.norm,
+                                                                     cfg.ffn, cfg.pos)
+    o.scale_embed, o.tie_weights, o.causal, o.head_bias = cfg.scale_embed, cfg.tie_weights, cfg.causal, cfg.head_bias
+    o.tokenizer, o.vocab_size = "bpe", tok.vocab_size
+    return cfg, params, tok
 
 
 def evaluate(s: Session) -> dict:
-    """Score the whole validation split and record it in the history."""
+    """Score the validation set (at the last step, the final one: every held-out example) and record it."""
+    d = s.data
+    examples = d.val_final if s.step >= s.o.steps and d.val_final is not None else d.val
     with np.errstate(over="ignore", invalid="ignore"):  # a diverged model is reported by the caller
-        r = s.adapter.evaluate(s.mod, s.params, s.cfg, s.val_ids, s.o, s.tok.kind == "char")
+        r = s.adapter.evaluate(s.mod, s.params, s.cfg, examples, s.o, d.vocab)
     s.history["eval_step"].append(s.step)
     s.history["val_loss"].append(r["loss"])
+    s.history.setdefault("train_seconds", []).append(s.spent["train_seconds"])  # time in training steps so far
+    if "exact_match" in r:
+        s.history.setdefault("exact_match", []).append(r["exact_match"])
     s.last_eval = r
     return r
 
@@ -289,10 +349,10 @@ def evaluate(s: Session) -> dict:
 def save(s: Session, seconds: float) -> dict:
     """Write checkpoint.npz and metrics.json (each atomically); returns the metrics."""
     o = s.o
-    meta = {"model": o.model, "config": dataclasses.asdict(s.cfg), "tokenizer": s.tok.to_dict(),
+    meta = {"model": o.model, "config": dataclasses.asdict(s.cfg), "tokenizer": s.data.vocab.to_dict(),
             "options": dataclasses.asdict(dataclasses.replace(o, stop_after=None)), "step": s.step,
-            "rng": s.rng.bit_generator.state, "history": s.history, "text_sha256": text_sha256(s.text),
-            "source": s.source, "spent": {**s.spent, "seconds": seconds}, "last_eval": s.last_eval}
+            "rng": s.rng.bit_generator.state, "history": s.history, "text_sha256": s.data.fingerprint,
+            "source": s.data.source, "spent": {**s.spent, "seconds": seconds}, "last_eval": s.last_eval}
     checkpoint.save(s.ckpt_path, meta, s.params, s.opt_state, s.carry)
     s.last_saved = s.step
     metrics = _metrics(s, seconds)
@@ -302,16 +362,16 @@ def save(s: Session, seconds: float) -> dict:
 
 def _metrics(s: Session, seconds: float) -> dict:
     recent, ev, sp = s.history["train_loss"][-s.o.eval_every :], s.last_eval, s.spent
+    unit = s.adapter.unit
     m = {"model": s.o.model, "steps": s.step, "of_steps": s.o.steps,
          "train_loss": float(np.mean(recent)) if recent else None,  # mean over the last eval_every steps
          "val_loss": ev["loss"] if ev else None, "val_perplexity": ev["perplexity"] if ev else None,
          "eval_step": s.history["eval_step"][-1] if s.history["eval_step"] else None,
-         "tokens_per_second": sp["tokens"] / sp["train_seconds"] if sp["train_seconds"] else None,
+         f"{unit}_per_second": sp["tokens"] / sp["train_seconds"] if sp["train_seconds"] else None,
          "seconds": seconds, "train_seconds": sp["train_seconds"], "n_params": models.n_params(s.params)}
-    if ev and "bits_per_char" in ev:
-        m["val_bits_per_char"] = ev["bits_per_char"]
-    if ev and "accuracy" in ev:
-        m["val_accuracy"] = ev["accuracy"]
+    for k, v in (ev or {}).items():  # bits per character, masked-token accuracy, exact match, ...
+        if k not in ("loss", "perplexity") and isinstance(v, int | float):
+            m[f"val_{k}"] = v
     return m
 
 
@@ -338,27 +398,31 @@ def train(opts: TrainOptions, resume: bool = False, explicit=None, log=print, pr
     if o.fast:
         from minilm.fast.training import attach
 
-        fast_step = attach(s)  # None: this model has no fast path, train as usual
+        fast_step = attach(s)
+        if fast_step is None:
+            raise ValueError(f"--fast: there is no fast path for --model {o.model} with these options yet "
+                             f"(minilm/fast/training.py lists those it has); train without --fast")
 
     def seconds():
         return s.spent["seconds"] + time.perf_counter() - t_start
 
     from tqdm import tqdm
 
+    n_threads, why = choose(s.params, a.tokens_per_batch(o), o.threads)
+
     stop_at = o.steps if o.stop_after is None else min(o.steps, o.stop_after)
     Path(o.out).mkdir(parents=True, exist_ok=True)
-    with StopOnSigint() as sigint, tqdm(total=o.steps, initial=s.step, disable=not progress, desc=o.model,
-                                        unit="step", dynamic_ncols=True) as bar:
-        log(f"training {o.model} ({models.n_params(s.params):,} parameters) on {s.source}: {len(s.train_ids):,} "
-            f"training and {len(s.val_ids):,} validation tokens, vocabulary {s.tok.vocab_size}; "
-            f"steps {s.step} -> {o.steps}", flush=True)
+    with StopOnSigint() as sigint, blas_threads(n_threads), tqdm(
+            total=o.steps, initial=s.step, disable=not progress, desc=o.model, unit="step", dynamic_ncols=True) as bar:
+        log(f"training {o.model} ({models.n_params(s.params):,} parameters) on {s.data.source}: {s.data.about}; "
+            f"steps {s.step} -> {o.steps}; BLAS threads {n_threads} ({why})", flush=True)
         while s.step < stop_at:
             t0 = time.perf_counter()
-            batch = a.batch(o, s.train_ids, s.step, s.rng)
+            batch = a.batch(o, s.data, s.step, s.rng)
             lr = optim.lr_at(s.step, o.lr, o.min_lr, o.warmup, o.steps)
             if fast_step is not None:  # loss, gradients, clipping and AdamW in one call (minilm.fast.training)
                 with np.errstate(over="ignore", invalid="ignore"):
-                    (loss, norm), carry = fast_step(batch, lr), None
+                    loss, norm, carry = fast_step(batch, lr, s.carry)
                 for what, value in (("the training loss", loss), ("the gradient norm", norm)):
                     if not math.isfinite(value):
                         raise _diverged(s, what, value, s.step + 1)
@@ -381,15 +445,15 @@ def train(opts: TrainOptions, resume: bool = False, explicit=None, log=print, pr
                 r = evaluate(s)
                 if not math.isfinite(r["loss"]):
                     raise _diverged(s, "the validation loss", r["loss"], s.step)
-                bar.write(f"step {s.step}: train loss {np.mean(s.history['train_loss'][-o.eval_every:]):.4f}, "
-                          f"val loss {r['loss']:.4f}, val perplexity {r['perplexity']:.2f}")
+                bar.write(f"step {s.step}: train loss {np.mean(s.history['train_loss'][-o.eval_every:]):.4f}; "
+                          f"validation {models.format_scores(r)}")
                 metrics = save(s, seconds())
             elif s.step == stop_at or sigint.requested:
                 metrics = save(s, seconds())
             if sigint.requested:
                 break
     if plot:
-        plot_losses(s.history, Path(o.out) / "loss.png", f"{o.model} on {s.source.split(' (')[0]}")
+        plot_losses(s.history, Path(o.out) / "loss.png", f"{o.model} on {s.data.source.split(' (')[0]}")
     return {**metrics, "interrupted": sigint.requested, "finished": s.step >= o.steps}
 
 
