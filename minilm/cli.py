@@ -220,6 +220,10 @@ def add_train_parser(sub) -> None:
                    "v1.0.10 once into $MINILM_CACHE); checked against its SHA256SUMS either way")
     t.add_argument("--max-digits", type=int, metavar="N", help="las: utterances of 1 .. N digits (3)")
     t.add_argument("--train-size", type=int, metavar="N", help="las: training utterances (6000)")
+    t.add_argument("--spec-augment", action=argparse.BooleanOptionalAction,
+                   help="las: mask a random band and stretch of each training utterance (SpecAugment; off)")
+    t.add_argument("--held-out-speaker", metavar="NAME", help="las: leave this speaker out of training and "
+                   "evaluate on all of their recordings")
     t.set_defaults(fn=cmd_train)
 
 
