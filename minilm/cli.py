@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from minilm.classroom.exercises import add_exercise_parser
+from minilm.classroom.commands import add_exercise_parser
 from minilm.classroom.selfcheck import cmd_gradcheck
 
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import ast
 import json
-import os
 import re
 import shutil
 import textwrap
@@ -532,20 +531,20 @@ def companions(chosen: list[Exercise], exercises: list[Exercise], package: Path 
 
 
 def make(dest: Path, only: list[str] | None = None, force: bool = False, package: Path = PACKAGE,
-         notebooks: Path | None = None, teacher: bool = False) -> list[Exercise]:
+         notebooks: Path | None = None, teacher: bool = False, cases: dict | None = None) -> list[Exercise]:
     """Write a student copy into ``dest``: the package (without minilm/fast/) with the chosen exercises and
     their companions stubbed, the matching notebooks, a README listing the exercises, and the manifest
     ``exercises.json``.  With ``teacher``, the answer key instead: the same layout and manifest with nothing
-    stubbed and the notebooks whole (solution cells and outputs kept).  Returns the chosen exercises."""
+    stubbed and the notebooks whole (solution cells and outputs kept).  ``cases`` maps each exercise to the
+    gradient-check cases that grade it (minilm.classroom.grading.checks_of), for the copy's README and manifest.
+    Returns the chosen exercises."""
     dest = Path(dest)
     exercises = find_exercises(package)
     chosen = select(exercises, only)
     hidden = [] if teacher else companions(chosen, exercises, package)
     if (dest / "minilm").exists() and not force:
         raise ValueError(f"{dest / 'minilm'} exists: choose a new directory, or pass --force to overwrite it")
-    from minilm.classroom.grading import checks_of  # the cases of every exercise, run on the reference
-
-    cases = checks_of(exercises) if package == PACKAGE else {}
+    cases = cases or {}
     shutil.rmtree(dest / "minilm", ignore_errors=True)
 
     def ignore(folder, names):
@@ -635,68 +634,3 @@ Notebooks (open them from `notebooks/`: their first cell imports this copy's
 package; a cell that needs a function you have not written prints one line
 naming it, and the rest of the notebook runs):
 {nbs}"""
-
-
-# ---------------------------------------------------------------- command line
-
-
-def cmd_list(args) -> int:
-    from minilm.classroom.selfcheck import exercise_cases
-
-    exercises = find_exercises()
-    try:
-        checked = exercise_cases()
-    except RuntimeError as e:
-        print(f"minilm exercise list: error: {e}")
-        return 2
-    print(f"{'exercise':<26} {'where':<30} checked by")
-    for e in exercises:
-        where = f"{e.path}:{e.line}"
-        print(f"{e.name:<26} {where:<30} {'; '.join(checked.get(e.name, [])) or '(no registered case calls it)'}")
-    print(f"{len(exercises)} exercises")
-    return 0
-
-
-def cmd_make(args) -> int:
-    try:
-        chosen = make(Path(args.dir), args.only, args.force, teacher=args.teacher)
-    except ValueError as e:
-        print(f"minilm exercise make: error: {e}")
-        return 2
-    what = "in the answer key" if args.teacher else "stubbed"
-    print(f"wrote {args.dir}: {len(chosen)} exercise{'s' if len(chosen) != 1 else ''} {what} "
-          f"({', '.join(e.name for e in chosen)})")
-    return 0
-
-
-def cmd_check(args) -> int:
-    from minilm.classroom.grading import check
-
-    return check(Path(args.dir), args.only, timeout=args.timeout, verbose=args.verbose, json_path=args.json,
-                 workers=args.jobs, fast=args.fast)
-
-
-def add_exercise_parser(sub) -> None:
-    """The ``exercise`` command and its subcommands list, make, check."""
-    p = sub.add_parser("exercise", help="classroom exercises: list them, make a student copy, grade one")
-    ex = p.add_subparsers(dest="action", required=True)
-    ex.add_parser("list", help="list the exercises and the checks that grade them").set_defaults(fn=cmd_list)
-    only = dict(nargs="+", metavar="NAME", help="only these exercises (names or module names)")
-    m = ex.add_parser("make", help="write a student copy: package with stubs, notebooks, README")
-    m.add_argument("dir")
-    m.add_argument("--only", **only)
-    m.add_argument("--force", action="store_true", help="overwrite DIR/minilm if it exists")
-    m.add_argument("--teacher", action="store_true",
-                   help="write the answer key: nothing stubbed, notebooks with their solution cells and outputs")
-    m.set_defaults(fn=cmd_make)
-    c = ex.add_parser("check", help="grade a student copy; exit status 0 when every exercise passes")
-    c.add_argument("dir")
-    c.add_argument("--only", **only)
-    c.add_argument("--timeout", type=float, default=120.0, help="seconds allowed per exercise (default 120)")
-    c.add_argument("-j", "--jobs", type=int, default=min(4, os.cpu_count() or 1),
-                   help="grading processes run in parallel (default: the number of cores, at most 4)")
-    c.add_argument("--fast", action="store_true",
-                   help="skip the finite differences: only compare every output with the reference's")
-    c.add_argument("-v", "--verbose", action="store_true", help="print every checked output's error")
-    c.add_argument("--json", metavar="FILE", help="also write the grades to FILE as JSON (for an autograder)")
-    c.set_defaults(fn=cmd_check)
