@@ -16,12 +16,16 @@ for every merge:
 
     count(a, b)  = sum over words w of  n_w * #{i : w_i = a, w_{i+1} = b}
     where(a, b)  = the words that may hold the pair
-    heap         = (-count, pair) entries; an entry is an upper bound on its
-                   pair's count (counts of old pairs only fall), so the top entry
-                   whose count is still current is the most frequent pair
+    heap         = (-count, pair) entries, each an upper bound on its pair's
+                   count: a count that falls leaves its entry stale, a count
+                   that rises gets a new entry.  So the top entry whose count
+                   is still current is the most frequent pair; a stale one is
+                   pushed back with the current count.
 
 Merging (a, b) -> c rewrites only the words in where(a, b) and adds to the
 counts the difference between each rewritten word's pairs and its old pairs.
+A merge costs time in proportion to the words that hold the pair, not to
+the corpus (benchmarks/bpe.py measures both ways).
 
 Files: ``save_hf`` / ``load_hf`` read and write GPT-2's ``vocab.json`` (token
 string -> id) and ``merges.txt`` (one merge "left right" per line, in order).
@@ -96,21 +100,22 @@ def _merge_word(word: tuple, a: int, b: int, c: int) -> tuple:
 class BPETokenizer:
     """Byte-level BPE.
 
-    vocab    list: id -> the token's bytes (each of the 256 single bytes among them)
+    vocab    list: id -> the token's bytes (the 256 single bytes among them), or a
+             str for a special token such as "<|endoftext|>" or "[MASK]", which
+             has an id of its own and is recognised whole inside text
     merges   list of (a, b) id pairs, in the order learned; merge r joins a and b
              into the token whose bytes are vocab[a] + vocab[b]
-    specials strings such as "<|endoftext|>" or "[MASK]" that get ids of their own
-             and are recognised whole inside text
     """
 
     kind = "bpe"
 
-    def __init__(self, vocab: list[bytes], merges: list[tuple[int, int]], specials=()):
-        self.vocab = [bytes(t) for t in vocab]
+    def __init__(self, vocab: list[bytes | str], merges: list[tuple[int, int]]):
+        self.vocab = [t if isinstance(t, str) else bytes(t) for t in vocab]
         self.merges = [(int(a), int(b)) for a, b in merges]
-        self.specials = list(specials)
-        self.id_of = {t: i for i, t in enumerate(self.vocab)}
-        if len(self.id_of) != len(self.vocab):
+        self.special_id = {t: i for i, t in enumerate(self.vocab) if isinstance(t, str)}
+        self.specials = list(self.special_id)
+        self.id_of = {t: i for i, t in enumerate(self.vocab) if isinstance(t, bytes)}
+        if len(self.id_of) + len(self.special_id) != len(self.vocab):
             raise ValueError("BPE vocabulary entries must be distinct")
         missing = [b for b in range(256) if bytes([b]) not in self.id_of]
         if missing:
@@ -118,31 +123,28 @@ class BPETokenizer:
         self.byte_id = np.array([self.id_of[bytes([b])] for b in range(256)], dtype=np.int64)  # (256,)
         self.rank = {}  # (a, b) -> (rank, merged id)
         for r, (a, b) in enumerate(self.merges):
-            if not (0 <= a < len(self.vocab) and 0 <= b < len(self.vocab)):
-                raise ValueError(f"BPE merge {r} refers to a token outside the vocabulary")
+            if not (0 <= a < len(self.vocab) and 0 <= b < len(self.vocab)
+                    and isinstance(self.vocab[a], bytes) and isinstance(self.vocab[b], bytes)):
+                raise ValueError(f"BPE merge {r} refers to a token outside the byte-level vocabulary")
             c = self.id_of.get(self.vocab[a] + self.vocab[b])
             if c is None:
                 raise ValueError(f"BPE merge {r} makes {self.vocab[a] + self.vocab[b]!r}, which is not in the "
                                  f"vocabulary")
             self.rank.setdefault((a, b), (r, c))
-        n = len(self.vocab)
-        self.special_id = {s: n + k for k, s in enumerate(self.specials)}
-        if len(self.special_id) != len(self.specials):
-            raise ValueError("special tokens must be distinct")
         self._split = (regex.compile("(" + "|".join(regex.escape(s) for s in self.specials) + ")")
                        if self.specials else None)
         self._cache: dict[str, list[int]] = {}
+        self._bytes = [t.encode("utf-8") if isinstance(t, str) else t for t in self.vocab]  # id -> bytes
         # strings that are one token each: "\n", " ", "[MASK]", ... (the loop and the sampler look some up)
         self.stoi = {}
-        for i, t in enumerate(self.vocab):
+        for t, i in self.id_of.items():
             try:
                 self.stoi.setdefault(t.decode("utf-8"), i)
             except UnicodeDecodeError:
                 pass
         self.stoi.update(self.special_id)
         # characters each token starts: its bytes that are not UTF-8 continuation bytes (10xxxxxx)
-        self._starts = np.array([sum((b & 0xC0) != 0x80 for b in t) for t in self.vocab]
-                                + [len(s) for s in self.specials], dtype=np.int64)  # (V,)
+        self._starts = np.array([sum((b & 0xC0) != 0x80 for b in t) for t in self._bytes], dtype=np.int64)  # (V,)
 
     # ---------------------------------------------------------------- training
     @classmethod
@@ -154,6 +156,7 @@ class BPETokenizer:
         pairs go to the smaller (a, b), as in Hugging Face's trainer, so that both
         learn the same merges.  Stops early when no pair occurs any more.
         """
+        specials = list(specials)
         n_merges = vocab_size - 256 - len(specials)
         if n_merges < 0:
             raise ValueError(f"a byte-level BPE needs vocab_size >= {256 + len(specials)} (256 bytes"
@@ -163,7 +166,9 @@ class BPETokenizer:
         vocab = [bytes([b]) for b in GPT2_BYTE_ORDER]
         id_of = {t: i for i, t in enumerate(vocab)}
         byte_id = [id_of[bytes([b])] for b in range(256)]
-        counts = Counter(GPT2_PATTERN.findall(text))
+        counts = Counter()
+        for part in (regex.split("|".join(regex.escape(t) for t in specials), text) if specials else [text]):
+            counts.update(GPT2_PATTERN.findall(part))  # special tokens in the text are not learned from
         words = [tuple(byte_id[b] for b in w.encode("utf-8")) for w in counts]  # distinct words as token ids
         n_w = list(counts.values())  # how often each occurs
 
@@ -214,12 +219,14 @@ class BPETokenizer:
                 elif d > 0:  # a count that rose needs an entry of its own on the heap
                     heapq.heappush(heap, (-left, q))
             pair_count.pop(p, None)
-        return cls(vocab, merges, specials)
+        if len(set(specials)) != len(specials):
+            raise ValueError("special tokens must be distinct")
+        return cls(vocab + list(specials), merges)
 
     # ---------------------------------------------------------------- encoding
     @property
     def vocab_size(self) -> int:
-        return len(self.vocab) + len(self.specials)
+        return len(self.vocab)
 
     def _encode_word(self, word: str) -> list[int]:
         """One pre-tokenised word: its bytes, then the lowest-ranked merge present, until none applies."""
@@ -254,12 +261,9 @@ class BPETokenizer:
         return np.array(ids, dtype=np.int64)
 
     def token_bytes(self, i: int) -> bytes:
-        i = int(i)
-        if 0 <= i < len(self.vocab):
-            return self.vocab[i]
-        if len(self.vocab) <= i < self.vocab_size:
-            return self.specials[i - len(self.vocab)].encode("utf-8")
-        raise ValueError(f"token id {i} is outside the vocabulary of {self.vocab_size} tokens")
+        if not 0 <= int(i) < len(self.vocab):
+            raise ValueError(f"token id {int(i)} is outside the vocabulary of {self.vocab_size} tokens")
+        return self._bytes[int(i)]
 
     def n_chars(self, ids) -> int:
         """How many characters of text ``ids`` spell (a character split across tokens counts once)."""
@@ -271,24 +275,26 @@ class BPETokenizer:
 
     # ---------------------------------------------------------------- saving
     def to_dict(self) -> dict:
-        """JSON-ready: token strings in GPT-2's byte spelling, id order, and merges as id pairs."""
-        return {"kind": self.kind, "vocab": [_spell(t) for t in self.vocab],
-                "merges": [list(m) for m in self.merges], "specials": self.specials}
+        """JSON-ready: the tokens in id order (bytes in GPT-2's spelling), the special ids, merges as id pairs."""
+        return {"kind": self.kind, "vocab": [t if isinstance(t, str) else _spell(t) for t in self.vocab],
+                "special_ids": list(self.special_id.values()), "merges": [list(m) for m in self.merges]}
 
     @classmethod
     def from_dict(cls, d: dict) -> BPETokenizer:
         if not isinstance(d, dict) or d.get("kind") != cls.kind or not isinstance(d.get("vocab"), list) \
                 or not isinstance(d.get("merges"), list):
             raise ValueError(f"not a saved BPE tokenizer: {str(d)[:80]}")
-        vocab = [_unspell(s, "saved BPE tokenizer") for s in d["vocab"]]
-        return cls(vocab, [tuple(m) for m in d["merges"]], d.get("specials", []))
+        special = set(d.get("special_ids", []))
+        vocab = [s if i in special else _unspell(s, "saved BPE tokenizer") for i, s in enumerate(d["vocab"])]
+        return cls(vocab, [tuple(m) for m in d["merges"]])
 
     def save_hf(self, directory) -> None:
         """Write GPT-2's ``vocab.json`` and ``merges.txt`` into ``directory`` (created if needed)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        vocab = {_spell(t): i for i, t in enumerate(self.vocab)}
-        vocab.update(self.special_id)
+        vocab = {t if isinstance(t, str) else _spell(t): i for i, t in enumerate(self.vocab)}
+        if len(vocab) != len(self.vocab):
+            raise ValueError("a special token is spelled like an ordinary token; vocab.json cannot hold both")
         (directory / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
         lines = ["#version: 0.2"] + [f"{_spell(self.vocab[a])} {_spell(self.vocab[b])}" for a, b in self.merges]
         (directory / "merges.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -297,9 +303,9 @@ class BPETokenizer:
     def load_hf(cls, directory) -> BPETokenizer:
         """Read GPT-2's ``vocab.json`` + ``merges.txt``.
 
-        Entries of vocab.json that are not byte strings made by the merges
-        (such as "<|endoftext|>") become special tokens; they must have the
-        highest ids, as in GPT-2.
+        Entries of vocab.json that are neither a byte nor made by a merge (such
+        as GPT-2's "<|endoftext|>", or "<s>", "<pad>" before the bytes in a
+        RoBERTa-style file) become special tokens, with their ids.
         """
         directory = Path(directory)
         for name in ("vocab.json", "merges.txt"):
@@ -314,18 +320,16 @@ class BPETokenizer:
         by_id = sorted(table, key=table.get)
         merge_lines = [ln for ln in (directory / "merges.txt").read_text(encoding="utf-8").splitlines()
                        if ln and not ln.startswith("#version")]
-        made = {s for ln in merge_lines for s in [ln.replace(" ", "", 1)]}
-        is_token = [all(c in CHAR_TO_BYTE for c in s) and (len(s) == 1 or s in made) for s in by_id]
-        n = sum(is_token)
-        if not all(is_token[:n]):
-            first = by_id[is_token.index(False)]
-            raise ValueError(f"{directory / 'vocab.json'}: {first!r} is neither a byte nor made by a merge, and "
-                             f"comes before other tokens")
-        vocab = [_unspell(s, str(directory / "vocab.json")) for s in by_id[:n]]
+        made = {ln.replace(" ", "", 1) for ln in merge_lines}  # the tokens the merges make
+
+        def ordinary(t: str) -> bool:
+            return all(c in CHAR_TO_BYTE for c in t) and (len(t) == 1 or t in made)
+
+        vocab = [_unspell(t, str(directory / "vocab.json")) if ordinary(t) else t for t in by_id]
         merges = []
         for r, ln in enumerate(merge_lines):
             parts = ln.split(" ")
             if len(parts) != 2 or parts[0] not in table or parts[1] not in table:
                 raise ValueError(f"{directory / 'merges.txt'}: merge {r + 1} {ln!r} is not two tokens of vocab.json")
             merges.append((table[parts[0]], table[parts[1]]))
-        return cls(vocab, merges, by_id[n:])
+        return cls(vocab, merges)

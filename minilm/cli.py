@@ -76,12 +76,20 @@ def _threads(run, rows: int, requested):
 
 
 def cmd_sample(args) -> int:
-    """Generate text from a checkpoint."""
-    from minilm.training.adapters import load_run, sample_run
+    """Generate text from a checkpoint, or from a GPT-2 directory (--from-hf)."""
+    from minilm.training.adapters import load_run, sample_run, transformer_run
 
-    run = load_run(args.checkpoint)
+    if (args.checkpoint is None) == (args.from_hf is None):
+        raise ValueError("give --checkpoint PATH or --from-hf DIR (one of them)")
+    if args.from_hf is not None:
+        from minilm.hub import gpt2
+
+        run = transformer_run(*gpt2.load(args.from_hf), args.from_hf)
+    else:
+        run = load_run(args.checkpoint)
     with _threads(run, 1, args.threads):
-        print(sample_run(run, args.prompt, args.tokens, args.temperature, args.top_k, args.seed, top_p=args.top_p))
+        print(sample_run(run, args.prompt, args.tokens, args.temperature, args.top_k, args.seed,
+                         top_p=args.top_p, cache=args.cache))
     return 0
 
 
@@ -92,6 +100,10 @@ def cmd_eval(args) -> int:
 
     run = load_run(args.checkpoint)
     run.require("eval")
+    if args.data_dir is not None:
+        if run.adapter.name != "las":
+            raise ValueError(f"--data-dir does not apply to {args.checkpoint}, a {run.adapter.name} model")
+        run.opts.data_dir = args.data_dir
     if args.data is not None:
         if not run.adapter.reads_text:
             raise ValueError(f"--data does not apply to {args.checkpoint}: a {run.adapter.name} model is scored "
@@ -110,6 +122,22 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    """Write a checkpoint's model in another format (--format hf: a GPT-2 directory)."""
+    from minilm.hub import gpt2
+    from minilm.training.adapters import load_run
+
+    run = load_run(args.checkpoint)
+    if run.adapter.name != "transformer":
+        raise ValueError(f"{args.checkpoint} holds a {run.adapter.name} model; GPT-2 is a causal Transformer LM "
+                         f"(--model transformer)")
+    paths = gpt2.save(args.dir, run.params, run.cfg, run.tokenizer)
+    print(f"wrote {', '.join(p.name for p in paths)} to {args.dir}/ (GPT-2, {run.cfg.n_layer} layers, width "
+          f"{run.cfg.n_embd}, vocabulary {run.cfg.vocab_size}); transformers reads it with "
+          f"GPT2LMHeadModel.from_pretrained({str(args.dir)!r})")
+    return 0
+
+
 def cmd_translate(args) -> int:
     """Translate with a seq2seq checkpoint."""
     from minilm.training.adapters import load_run
@@ -123,10 +151,22 @@ def cmd_translate(args) -> int:
     return 0
 
 
+def cmd_transcribe(args) -> int:
+    """Transcribe WAV files with a las checkpoint."""
+    from minilm.training.adapters import load_run
+    from minilm.training.speech import transcribe_files
+
+    run = load_run(args.checkpoint)
+    for path, text in zip(args.files, transcribe_files(run, args.files, args.beam), strict=True):
+        print(f"{path}\t{text}")
+    return 0
+
+
 def add_train_parser(sub) -> None:
     from minilm.tasks.numbers import DIRECTIONS
     from minilm.training.adapters import ADAPTERS
     from minilm.training.corpora import CORPORA
+    from minilm.training.speech import TASKS as SPEECH_TASKS
     from minilm.training.translation import TASKS
 
     def flag(k, v):
@@ -172,6 +212,10 @@ def add_train_parser(sub) -> None:
     t.add_argument("--positions", choices=["sinusoidal", "learned"], help="positional encoding (sinusoidal)")
     t.add_argument("--scale-embed", action=argparse.BooleanOptionalAction,
                    help="multiply token embeddings by sqrt(C) before adding positions (on, as in the text)")
+    t.add_argument("--head-bias", action=argparse.BooleanOptionalAction,
+                   help="a bias on the output layer (on); GPT-2 has none")
+    t.add_argument("--init-from", metavar="DIR", help="fine-tune a GPT-2 directory (config.json, model.safetensors, "
+                   "vocab.json, merges.txt): its architecture and tokenizer, --block-size windows")
     t.add_argument("--tie-weights", action=argparse.BooleanOptionalAction,
                    help="share the token embedding with the output projection (off)")
     t.add_argument("--causal-mask", dest="causal", action=argparse.BooleanOptionalAction,
@@ -192,15 +236,21 @@ def add_train_parser(sub) -> None:
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.add_argument("--threads", type=int, metavar="N", help="BLAS threads (default: chosen from the model's "
                    "products and the machine's load, see minilm/training/threads.py)")
-    t.add_argument("--fast", action="store_true", help="train with minilm.fast where the model has a fast path "
-                   "(pre-LN Transformer without dropout, n-gram): same formulas and checkpoints, faster (README)")
-    t.add_argument("--task", choices=list(TASKS), help="seq2seq: the generated task (numbers)")
+    t.add_argument("--fast", action="store_true", help="train with minilm.fast (every model but seq2seq, "
+                   "which refuses it): same formulas, batches and checkpoints, faster (README)")
+    t.add_argument("--task", choices=[*TASKS, *SPEECH_TASKS],
+                   help="seq2seq: the generated task (numbers); las: spoken digits (digits)")
     t.add_argument("--direction", choices=list(DIRECTIONS), help="seq2seq: en-zh (default) or zh-en")
     t.add_argument("--max-number", type=int, metavar="N", help="seq2seq: numbers 0 .. N (99999)")
     t.add_argument("--held-out", type=float, metavar="F", help="seq2seq: fraction of numbers never trained on (0.1)")
     t.add_argument("--share-vocab", action=argparse.BooleanOptionalAction,
                    help="seq2seq: one vocabulary for both languages")
-    t.add_argument("--eval-size", type=int, metavar="N", help="seq2seq: held-out numbers per evaluation (1000)")
+    t.add_argument("--eval-size", type=int, metavar="N",
+                   help="seq2seq: held-out numbers per evaluation (1000); las: test utterances (300)")
+    t.add_argument("--data-dir", metavar="DIR", help="las: a copy of the FSDD recordings (default: download "
+                   "v1.0.10 once into $MINILM_CACHE); checked against its SHA256SUMS either way")
+    t.add_argument("--max-digits", type=int, metavar="N", help="las: utterances of 1 .. N digits (3)")
+    t.add_argument("--train-size", type=int, metavar="N", help="las: training utterances (6000)")
     t.set_defaults(fn=cmd_train)
 
 
@@ -220,8 +270,16 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--threads", type=int, default=None, metavar="N", help="BLAS threads (default: chosen)")
     tr.add_argument("text", nargs="+", help='e.g. "three thousand and forty-two" (or 三千零四十二 for zh-en)')
     tr.set_defaults(fn=cmd_translate)
+    tc = sub.add_parser("transcribe", help="transcribe spoken digits with a las checkpoint",
+                        description="Transcribe 8 kHz mono 16-bit PCM WAV files with a checkpoint of --model las.")
+    tc.add_argument("--checkpoint", required=True, metavar="PATH")
+    tc.add_argument("--beam", type=int, default=1, metavar="K", help="beam search with K prefixes (1 = greedy)")
+    tc.add_argument("files", nargs="+", metavar="FILE.wav")
+    tc.set_defaults(fn=cmd_transcribe)
     s = sub.add_parser("sample", help="generate text from a checkpoint")
-    s.add_argument("--checkpoint", required=True, metavar="PATH")
+    s.add_argument("--checkpoint", metavar="PATH")
+    s.add_argument("--from-hf", metavar="DIR", help="a GPT-2 directory (config.json, model.safetensors, vocab.json, "
+                   "merges.txt) instead of a checkpoint")
     s.add_argument("--prompt", default="", help="text to continue (masked LM: text with [MASK] to fill in)")
     s.add_argument("--tokens", type=int, default=300, metavar="N", help="how many tokens to generate (300)")
     s.add_argument("--temperature", type=float, default=0.8, metavar="T", help="0 = greedy (0.8)")
@@ -230,11 +288,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sample among the likeliest tokens whose mass first reaches P (nucleus sampling)")
     s.add_argument("--seed", type=int, default=0, metavar="S")
     s.add_argument("--threads", type=int, default=None, metavar="N", help="BLAS threads (default: chosen)")
+    s.add_argument("--cache", action=argparse.BooleanOptionalAction, default=True,
+                   help="keep each layer's keys and values (on); --no-cache recomputes the window every step")
     s.set_defaults(fn=cmd_sample)
+    x = sub.add_parser("export", help="write a checkpoint's model in another format (GPT-2, Hugging Face)")
+    x.add_argument("--format", choices=["hf"], default="hf",
+                   help="hf: config.json, model.safetensors, vocab.json, merges.txt of a GPT-2 (the only one)")
+    x.add_argument("--checkpoint", required=True, metavar="PATH")
+    x.add_argument("dir", metavar="DIR", help="the directory to write (new, or without those files)")
+    x.set_defaults(fn=cmd_export)
     e = sub.add_parser("eval", help="loss and perplexity of a checkpoint")
     e.add_argument("--checkpoint", required=True, metavar="PATH")
     e.add_argument("--data", metavar="FILE", help="score all of this file instead of the validation split")
     e.add_argument("--threads", type=int, default=None, metavar="N", help="BLAS threads (default: chosen)")
+    e.add_argument("--data-dir", metavar="DIR", help="las: where the FSDD recordings are, if not where trained")
     e.set_defaults(fn=cmd_eval)
     add_bench_subcommand(sub)
     return p

@@ -12,6 +12,28 @@ A model enters as ``next_logits(history, carry) -> (z (V,), carry)``; the
 factories below build it for each family: a causal model crops the history
 to its block_size, the n-gram model reads the last N tokens, a recurrent
 model carries its state and reads only the newest token.
+
+A causal Transformer reads either way: recomputing its window at every step
+(``window_next``), or keeping each layer's keys and values, the KV cache
+(``cached_next``), so that a step computes the newest position only.  Both
+read the same window of the history and give the same logits.
+
+Past block_size tokens the window is *cropped and recomputed*: when the
+cache is full it restarts from the last ``keep`` tokens, read in one
+forward pass at positions 0 .. keep-1, and grows again one token at a time.
+Not a rolling cache: with absolute positions (learned or sinusoidal) a key
+holds the position it was computed at, and sliding the window by one token
+moves every token to a new position, so every cached key and value would
+be stale; keeping them would show the model positions past block_size (no
+row of a learned table) or pairs of positions it never saw in training.
+The window thus holds between keep and block_size tokens:
+
+    start(n) = 0                                     n <= T
+    start(n) = (k + 1)(T + 1 - keep),  k = floor((n - T - 1) / (T + 1 - keep))     n > T
+
+for a history of n tokens and T = block_size.  keep = T is the plain
+sliding window (recompute every step past T: exact but slow); the default
+keep = T // 2 recomputes once every T // 2 + 1 tokens.
 """
 
 from __future__ import annotations
@@ -78,12 +100,50 @@ def generate(next_logits, prompt: np.ndarray, n_tokens: int, rng: np.random.Gene
     return np.array(ids, dtype=np.int64)
 
 
-def window_next(logits_fn, block_size: int):
-    """Causal model: logits_fn(x (1, t)) -> (1, t, V); the history is cropped to its last block_size tokens."""
+def window_start(n: int, block_size: int, keep: int | None = None) -> int:
+    """The first token of the window a causal model reads after n tokens (the formula above).
+
+    keep None means block_size: the last block_size tokens, a sliding window.
+    """
+    T = block_size
+    keep = T if keep is None else keep
+    if not 1 <= keep <= T:
+        raise ValueError(f"keep must be in [1, block_size = {T}], got {keep}")
+    if n <= T:
+        return 0
+    period = T + 1 - keep  # new tokens between two crops
+    return ((n - T - 1) // period + 1) * period
+
+
+def window_next(logits_fn, block_size: int, keep: int | None = None):
+    """Causal model, recomputed each step: logits_fn(x (1, t)) -> (1, t, V) on the window
+    history[window_start(n):] (keep None: the last block_size tokens)."""
 
     def next_logits(history, carry):
-        x = history[-block_size:][None, :]  # (1, t), t <= T
+        x = history[window_start(len(history), block_size, keep):][None, :]  # (1, t), t <= T
         return logits_fn(x)[0, -1], None
+
+    return next_logits
+
+
+def cached_next(step_fn, block_size: int, keep: int | None = None):
+    """Causal model with a KV cache: step_fn(x (1, T), past) -> (logits (1, T, V), present).
+
+    The carry is (start, past): the window's first token and the cache of
+    the tokens start .. n-2 (past None: empty).  Each step feeds only the
+    newest token; when window_start moves, the cache is dropped and the new
+    window is read in one call.  keep None is block_size // 2.  The logits
+    equal ``window_next(..., keep)``'s on every step.
+    """
+    keep = block_size // 2 if keep is None else keep
+
+    def next_logits(history, carry):
+        start = window_start(len(history), block_size, max(1, keep))
+        if carry is not None and carry[0] == start and carry[1] is not None:
+            logits, past = step_fn(history[None, -1:], carry[1])  # (1, 1, V): the newest token only
+        else:  # the first call, or a crop: read the whole window
+            logits, past = step_fn(history[None, start:], None)  # (1, t, V)
+        return logits[0, -1], (start, past)
 
     return next_logits
 

@@ -36,11 +36,8 @@ import numpy as np
 class Order:
     """The counts of one order: contexts of k tokens, n-grams of k + 1."""
 
-    keys: np.ndarray  # (G,) sorted keys of the (k+1)-grams h w
+    keys: np.ndarray  # (G,) sorted keys of the (k+1)-grams h w: those of one context h are contiguous
     counts: np.ndarray  # (G,) their counts: raw c(h, w) at the top order, continuation N1+(. h w) below
-    ctx_keys: np.ndarray  # (H,) sorted keys of the contexts h
-    ctx_totals: np.ndarray  # (H,) sum_w counts(h, w)
-    ctx_types: np.ndarray  # (H,) N1+(h .): the number of w with counts(h, w) > 0
     discount: float
 
 
@@ -61,13 +58,11 @@ def _grams(ids: np.ndarray, k: int, V: int) -> np.ndarray:
     return _keys(np.lib.stride_tricks.sliding_window_view(ids, k), V)
 
 
-def _order(keys: np.ndarray, counts: np.ndarray, V: int, discount: float | None) -> Order:
-    ctx_keys, first, types = np.unique(keys // V, return_index=True, return_counts=True)  # keys are sorted
-    totals = np.add.reduceat(counts, first) if len(counts) else counts
+def _order(keys: np.ndarray, counts: np.ndarray, discount: float | None) -> Order:
     if discount is None:
         n1, n2 = int(np.sum(counts == 1)), int(np.sum(counts == 2))
         discount = n1 / (n1 + 2 * n2) if n1 > 0 and n2 > 0 else 0.5  # the estimate needs both to lie in (0, 1)
-    return Order(keys, counts, ctx_keys, totals, types, float(discount))
+    return Order(keys, counts, float(discount))
 
 
 def kneser_ney_fit(ids: np.ndarray, vocab_size: int, context: int, discount: float | None = None) -> KneserNey:
@@ -95,16 +90,20 @@ def kneser_ney_fit(ids: np.ndarray, vocab_size: int, context: int, discount: flo
             keys, counts = np.unique(_grams(ids, N + 1, V), return_counts=True)
         else:  # continuation counts: distinct (k+2)-grams x h w, grouped by their suffix h w
             keys, counts = np.unique(np.unique(_grams(ids, k + 2, V)) % np.int64(V) ** (k + 1), return_counts=True)
-        orders.append(_order(keys, counts, V, discount))
+        orders.append(_order(keys, counts, discount))
     return KneserNey(V, N, tuple(orders))
 
 
-def _lookup(sorted_keys: np.ndarray, values: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """values[i] where sorted_keys[i] == q, else 0; q of any shape."""
-    if len(sorted_keys) == 0:
-        return np.zeros(q.shape, dtype=values.dtype)
-    i = np.minimum(np.searchsorted(sorted_keys, q), len(sorted_keys) - 1)
-    return np.where(sorted_keys[i] == q, values[i], 0)
+def _counts_after(o: Order, h: np.ndarray, V: int):
+    """The counts of every (h, w) of this order as a dense (B, V) array, and c(h) = their sum, N1+(h .) = the
+    number of w with a count (each (B,)).  The keys of context h are the sorted run [h V, h V + V)."""
+    lo, hi = np.searchsorted(o.keys, h * V), np.searchsorted(o.keys, h * V + V)  # (B,) each
+    n = hi - lo  # (B,) N1+(h .)
+    rows = np.repeat(np.arange(len(h)), n)  # (S,), S = n.sum(): one entry per seen (h, w)
+    pos = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n) + np.repeat(lo, n)  # (S,) its index in keys
+    c_hw = np.zeros((len(h), V))  # (B, V)
+    c_hw[rows, o.keys[pos] % V] = o.counts[pos]
+    return c_hw, c_hw.sum(axis=1), n.astype(np.float64)
 
 
 def kneser_ney_probs(model: KneserNey, ctx: np.ndarray) -> np.ndarray:
@@ -119,14 +118,11 @@ def kneser_ney_probs(model: KneserNey, ctx: np.ndarray) -> np.ndarray:
         raise ValueError(f"ctx must have shape (B, {N}), got {ctx.shape}")
     B = ctx.shape[0]
     p = np.full((B, V), 1.0 / V)  # (B, V): below the empty context, the uniform distribution
-    words = np.arange(V, dtype=np.int64)  # (V,)
     for k, o in enumerate(model.orders):
         h = _keys(ctx[:, N - k :], V) if k else np.zeros(B, dtype=np.int64)  # (B,) key of the last k tokens
-        c_hw = _lookup(o.keys, o.counts, h[:, None] * V + words).astype(np.float64)  # (B, V)
-        total = _lookup(o.ctx_keys, o.ctx_totals, h).astype(np.float64)[:, None]  # (B, 1) c_k(h)
-        types = _lookup(o.ctx_keys, o.ctx_types, h).astype(np.float64)[:, None]  # (B, 1) N1+(h .)
-        seen = total > 0  # (B, 1)
-        mixed = (np.maximum(c_hw - o.discount, 0) + o.discount * types * p) / np.where(seen, total, 1)  # (B, V)
+        c_hw, total, types = _counts_after(o, h, V)  # (B, V), (B,) c_k(h), (B,) N1+(h .)
+        seen = (total > 0)[:, None]  # (B, 1)
+        mixed = (np.maximum(c_hw - o.discount, 0) + o.discount * types[:, None] * p) / np.where(seen, total[:, None], 1)
         p = np.where(seen, mixed, p)  # (B, V)
     return p
 

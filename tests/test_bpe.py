@@ -137,6 +137,8 @@ def test_specials_are_whole_tokens():
     assert tok.vocab_size == 300 and tok.stoi["[MASK]"] == 299
     ids = tok.encode("the [MASK] is")
     assert 299 in ids.tolist() and tok.decode(ids) == "the [MASK] is"
+    seen = BPETokenizer.train("[MASK]" * 50 + ENGLISH, 300, specials=("[MASK]",))
+    assert seen.merges == tok.merges  # a special token in the training text teaches no merges
 
 
 # ---- saving --------------------------------------------------------------------------------------------------
@@ -171,6 +173,16 @@ def test_broken_gpt2_files_are_value_errors(trained, tmp_path, breakage, match):
     breakage(tmp_path)
     with pytest.raises(ValueError, match=match):
         BPETokenizer.load_hf(tmp_path)
+
+
+def test_specials_survive_saving(tmp_path):
+    tok = BPETokenizer.train(ENGLISH, 300, specials=("<|endoftext|>",))
+    assert tok.stoi["<|endoftext|>"] == 299  # last, as in GPT-2's vocabulary
+    text = "one<|endoftext|>two"
+    tok.save_hf(tmp_path)
+    for back in (tokenizer_from_dict(json.loads(json.dumps(tok.to_dict()))), BPETokenizer.load_hf(tmp_path)):
+        assert back.vocab == tok.vocab and back.specials == ["<|endoftext|>"]
+        assert back.encode(text).tolist() == tok.encode(text).tolist() and 299 in tok.encode(text).tolist()
 
 
 def test_too_small_a_vocabulary_is_a_value_error():
@@ -208,6 +220,19 @@ def test_ids_equal_hugging_face_on_its_own_files(tmp_path, kind):
     assert got == want
     assert len(set(got)) > 10 and max(got) >= 256  # learned merges are in use, not bytes only
     assert ours.decode(got) == text
+
+
+def test_hugging_face_files_with_specials_before_the_bytes(tmp_path):
+    tokenizers = pytest.importorskip("tokenizers")
+    hf = tokenizers.ByteLevelBPETokenizer()
+    hf.train_from_iterator([corpus()], vocab_size=256 + 200, min_frequency=1, show_progress=False,
+                           special_tokens=["<s>", "<pad>", "</s>"])
+    hf.save_model(str(tmp_path))
+    ours = BPETokenizer.load_hf(tmp_path)
+    assert ours.specials == ["<s>", "<pad>", "</s>"] and [ours.stoi[s] for s in ours.specials] == [0, 1, 2]
+    for text in TEXTS.values():
+        assert ours.encode(text).tolist() == hf.encode(text).ids
+    assert ours.encode("<s>hi</s>").tolist() == [0, *hf.encode("hi").ids, 2]
 
 
 @pytest.mark.parametrize("kind", TEXTS)
@@ -262,3 +287,20 @@ def test_bpe_vocab_size_below_the_bytes_is_a_one_line_error(tmp_path, capsys):
     code = main(["train", "--tokenizer", "bpe", "--vocab-size", "100", "--steps", "1", "--out", str(tmp_path)])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "--vocab-size must be an integer >= 256" in err[0]
+
+
+def test_a_resumed_bpe_run_ends_where_one_run_ends(tmp_path):
+    pytest.importorskip("minilm.transformer")
+    from minilm.cli import main
+    from minilm.training import checkpoint
+
+    data = tmp_path / "text.txt"
+    data.write_text(corpus(6), encoding="utf-8")
+    common = ["--data", str(data), "--tokenizer", "bpe", "--vocab-size", "300", "--steps", "6", "--layers", "1",
+              "--heads", "2", "--width", "16", "--block-size", "16", "--quiet"]
+    assert main(["train", *common, "--out", str(tmp_path / "a"), "--stop-after", "3"]) == 0
+    assert main(["train", "--resume", "--out", str(tmp_path / "a"), "--quiet"]) == 0  # the checkpoint's tokenizer
+    assert main(["train", *common, "--out", str(tmp_path / "b")]) == 0
+    a, b = (checkpoint.load(tmp_path / d / "checkpoint.npz") for d in "ab")
+    assert a["meta"]["tokenizer"] == b["meta"]["tokenizer"]
+    assert all(np.array_equal(a["params"][k], b["params"][k]) for k in b["params"])

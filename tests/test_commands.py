@@ -135,3 +135,16 @@ def test_threads_are_chosen_from_the_products_or_given(monkeypatch, corpus, tmp_
     assert n == 1 and "load average 1.9" in why
     assert threads.choose(big, 1024, requested=3)[0] == 3
     one_line_error(capsys, _train(corpus, tmp_path / "run", "--threads", "0"), 2, "--threads must be a positive")
+
+
+def test_sample_from_a_model_without_the_causal_mask_recomputes(corpus, tmp_path, capsys):
+    out = tmp_path / "nomask"
+    assert main(["train", "--model", "transformer", *TINY["transformer"], "--no-causal-mask", "--data", str(corpus),
+                 "--steps", "2", "--out", str(out), "--quiet"]) == 0
+    capsys.readouterr()
+    texts = []
+    for cache in ("--cache", "--no-cache"):  # the cache would be wrong here: both recompute, both give the same
+        assert main(["sample", "--checkpoint", str(out / "checkpoint.npz"), "--prompt", "the ", "--tokens", "20",
+                     cache]) == 0
+        texts.append(capsys.readouterr().out)
+    assert texts[0] == texts[1] and texts[0].startswith("the ")

@@ -20,6 +20,7 @@ MODULES = [
     "minilm.cases.lstm",
     "minilm.cases.seq2seq",
     "minilm.cases.finetune",
+    "minilm.cases.las",
 ]
 
 

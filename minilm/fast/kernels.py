@@ -63,7 +63,8 @@ def layernorm_forward(x, gamma, beta, out, xhat, rstd, eps: float = 1e-5) -> Non
 def layernorm_backward(dy, xhat, rstd, gamma, dx_acc, dgamma, dbeta, tmp, ones_m) -> None:
     """dx = rstd * (g - mean(g) - xhat * mean(g * xhat)),  g = dy * gamma   (minilm.layernorm.layernorm_backward).
 
-    Adds dx into dx_acc (M, C) -- the residual stream's gradient, so the add is free -- and writes
+    Adds dx into dx_acc (M, C) -- the residual stream's gradient, so the add is free -- (or, with
+    dx_acc None, leaves dx in dy) and writes
     dgamma = sum_rows dy * xhat and dbeta = sum_rows dy.  dy (M, C) is overwritten; tmp (M, C) is scratch.
     The row means are matrix-vector products: mean(g) = dy @ (gamma / C), mean(g * xhat) = (dy * xhat) @ (gamma / C).
     """
@@ -79,7 +80,8 @@ def layernorm_backward(dy, xhat, rstd, gamma, dx_acc, dgamma, dbeta, tmp, ones_m
     np.multiply(xhat, b[:, None], out=tmp)  # (M, C)
     dy -= tmp
     dy *= rstd[:, None]  # (M, C), dx
-    dx_acc += dy
+    if dx_acc is not None:  # None: dx stays in dy (post-LN, where the LayerNorm's input is not a residual stream)
+        dx_acc += dy
 
 
 # ---- GELU, tanh form (mirrors minilm.activations.gelu_forward / gelu_backward) -------------------
@@ -159,7 +161,8 @@ def attention_forward(q, k, v, P, out, mask_add, scale) -> None:
         qs, S = q[lo:hi], P[lo:hi]
         qs *= scale  # (b, H, T, hs)
         np.matmul(qs, k[lo:hi].swapaxes(-1, -2), out=S)  # (b, H, T, hs) x (b, H, hs, T) -> (b, H, T, T)
-        S += mask_add  # (b, H, T, T), -inf at future keys
+        if mask_add is not None:  # None: no causal mask (the masked LM sees both sides)
+            S += mask_add  # (b, H, T, T), -inf at future keys
         S -= S.max(axis=-1, keepdims=True)  # every exponent <= 0
         np.exp(S, out=S)
         r = S @ ones_t  # (b, H, T), the row sums
@@ -196,8 +199,14 @@ def attention_backward(dout, q, k, v, P, dP, dq, dk, dv, scale) -> None:
 # ---- cross-entropy (mirrors minilm.softmax.cross_entropy_forward / _backward) -----------------------
 
 
-def cross_entropy_inplace(logits, targets, ones_v) -> float:
-    """Mean of -log softmax(logits)[target]; logits (M, V) is replaced by dloss/dlogits = (softmax - onehot) / M."""
+def cross_entropy_inplace(logits, targets, ones_v, ignore_index: int | None = None) -> float:
+    """Mean of -log softmax(logits)[target]; logits (M, V) is replaced by dloss/dlogits = (softmax - onehot) / M.
+
+    With ``ignore_index``, positions whose target equals it do not count: the mean is over the n counted
+    positions (0.0 if none), and their rows of dlogits are (softmax - onehot) / n or 0.
+    """
+    if ignore_index is not None and (targets == ignore_index).any():
+        return _cross_entropy_ignoring(logits, targets, ones_v, targets != ignore_index)
     M = logits.shape[0]
     rows = np.arange(M)
     logits -= logits.max(axis=1, keepdims=True)  # (M, V), every exponent <= 0
@@ -209,4 +218,23 @@ def cross_entropy_inplace(logits, targets, ones_v) -> float:
     np.reciprocal(total, out=total)
     logits *= total[:, None]  # softmax / M
     logits[rows, targets] -= logits.dtype.type(1 / M)
+    return loss
+
+
+def _cross_entropy_ignoring(logits, targets, ones_v, keep) -> float:
+    """cross_entropy_inplace over the rows where ``keep`` (M,) is True (minilm.softmax.cross_entropy_forward's
+    ignore_index); the other rows of the gradient are 0."""
+    M = logits.shape[0]
+    rows, safe = np.arange(M), np.where(keep, targets, 0)  # (M,), ignored rows point at id 0
+    count = max(int(keep.sum()), 1)
+    logits -= logits.max(axis=1, keepdims=True)  # (M, V)
+    picked = logits[rows, safe]  # (M,)
+    np.exp(logits, out=logits)
+    total = logits @ ones_v  # (M,)
+    loss = float(np.sum((np.log(total) - picked) * keep, dtype=np.float64) / count)
+    total *= logits.dtype.type(count)
+    np.reciprocal(total, out=total)
+    logits *= total[:, None]  # softmax / n
+    logits[rows, safe] -= logits.dtype.type(1 / count)
+    logits[~keep] = 0
     return loss

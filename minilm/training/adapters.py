@@ -12,6 +12,7 @@ to an adapter, so a new model is one new entry in ``ADAPTERS``.
     ngram         MLP n-gram LM (§4.2): random (context, next token) pairs
     lstm          LSTM LM (§5.2): contiguous streams, state carried between batches
     seq2seq       encoder-decoder Transformer (§6.1) on a generated translation task
+    las           Listen, Attend and Spell (§6.2) on spoken digits
 
 What a run trains on is a ``Data``: the vocabulary (a tokenizer, or a task
 that carries its vocabularies), the training and validation sets, and a
@@ -74,8 +75,9 @@ class Adapter:
     vocab_from_dict: Callable  # (the checkpoint's "tokenizer" dict, opts) -> the vocabulary
     tokens_per_batch: Callable  # opts -> predicted tokens (or examples) per training batch
     defaults: dict = field(default_factory=dict)  # option values this model uses when none is given
-    next_logits: Callable | None = None  # (mod, params, cfg, pad_id) -> generate.generate's next_logits
-    fill: Callable | None = None  # masked LM: (mod, params, cfg, ids, mask_id, rng, temperature, top_k, top_p) -> ids
+    next_logits: Callable | None = None  # (mod, params, cfg, pad_id, cache) -> generate.generate's next_logits
+    fill: Callable | None = None  # masked LM: (mod, params, cfg, ids, mask_id, rng, temperature, top_k, top_p)
+    # -> ids
     specials: tuple = ()  # tokens the tokenizer must carry, e.g. ("[MASK]",)
     reads_text: bool = True  # trains on --data / --corpus, cut by --tokenizer
     unit: str = "tokens"  # what tokens_per_batch counts
@@ -141,7 +143,7 @@ def _transformer_config(mod, o, d):
     return mod.TransformerConfig(vocab_size=d.vocab.vocab_size, block_size=o.block_size, n_layer=o.layers,
                                  n_head=o.heads, n_embd=o.width, ffn=o.activation, norm=o.norm, pos=o.positions,
                                  scale_embed=o.scale_embed, tie_weights=o.tie_weights, causal=o.causal,
-                                 dropout=o.dropout)
+                                 dropout=o.dropout, head_bias=o.head_bias)
 
 
 def _windows(o, d, step, rng):
@@ -155,13 +157,20 @@ def _transformer_step(mod, params, cfg, batch, rng, carry):
 
 
 def _transformer_eval(mod, params, cfg, ids, o, vocab):
-    r = evaluate.evaluate_windows(_logits(mod, params, cfg), ids, cfg.block_size, _eval_batch(o),
-                                  _char_level(vocab))
+    r = evaluate.evaluate_windows(_logits(mod, params, cfg), ids, min(cfg.block_size, o.block_size), _eval_batch(o),
+                                  _char_level(vocab))  # o.block_size: a GPT-2 fine-tuned on shorter windows
     return _per_character(r, ids, vocab)
 
 
-def _transformer_next(mod, params, cfg, pad_id):
-    return generate.window_next(_logits(mod, params, cfg), cfg.block_size)
+def _transformer_next(mod, params, cfg, pad_id, cache=True):
+    """KV cache (or, cache=False, the window recomputed each step); past block_size both crop to the
+    last block_size // 2 tokens (minilm.generate), so the two give the same text.  A model without the
+    causal mask (--no-causal-mask, the text's bug) lets old positions read new ones, so nothing computed
+    for them stays valid: it always recomputes."""
+    keep = max(1, cfg.block_size // 2)
+    if cache and cfg.causal:
+        return generate.cached_next(lambda x, past: mod.forward_cached(params, cfg, x, past), cfg.block_size, keep)
+    return generate.window_next(_logits(mod, params, cfg), cfg.block_size, keep)
 
 
 # ---- masked LM (§3.2): the same Transformer, bidirectional, with [MASK] as the last id -------------
@@ -218,7 +227,7 @@ def _ngram_eval(mod, params, cfg, ids, o, vocab):
     return _per_character(r, ids, vocab)
 
 
-def _ngram_next(mod, params, cfg, pad_id):
+def _ngram_next(mod, params, cfg, pad_id, cache=True):  # reads its N tokens: nothing to cache
     return generate.context_next(_logits(mod, params, cfg), cfg.context, pad_id)
 
 
@@ -262,7 +271,7 @@ def _lstm_eval(mod, params, cfg, ids, o, vocab):
     return _per_character(r, ids, vocab)
 
 
-def _lstm_next(mod, params, cfg, pad_id):
+def _lstm_next(mod, params, cfg, pad_id, cache=True):  # its carried state is its cache
     return generate.recurrent_next(_lstm_stepper(mod, params, cfg))
 
 
@@ -308,6 +317,47 @@ def _task_from_dict(d, o):
     return task
 
 
+# ---- Listen, Attend and Spell on spoken digits (§6.2): minilm.training.speech --------------------------
+
+def _speech():
+    return importlib.import_module("minilm.training.speech")
+
+
+def _las_data(o, log, vocab=None):
+    task = _speech().make_task(o, log)
+    if vocab is not None and vocab.to_dict() != task.vocab.to_dict():
+        raise ValueError("the checkpoint's characters are not those of its task")
+    return Data(task.vocab, task.train, task.val, task.source, task.fingerprint,
+                f"{len(task.train):,} training utterances, {len(task.val):,} test utterances and "
+                f"{len(task.val.singles.feats)} test recordings")
+
+
+def _las_config(mod, o, d):
+    return mod.LASConfig(vocab_size=d.vocab.vocab_size, listener_hidden=o.hidden, n_pyramid=o.layers,
+                         speller_hidden=o.width)
+
+
+def _las_batch(o, d, step, rng):
+    return _speech().length_batch(d.train, o.batch_size, rng)
+
+
+def _las_step(mod, params, cfg, batch, rng, carry):
+    x, lengths, y_in, y_out = batch
+    loss, grads = mod.loss_and_grads(params, cfg, x, lengths, y_in, y_out)
+    return loss, grads, None
+
+
+def _las_eval(mod, params, cfg, ev, o, vocab):
+    return _speech().score(params, cfg, ev, o.max_digits)
+
+
+def _characters_from_dict(d, o):
+    vocab = _speech().Vocab()
+    if d != vocab.to_dict():
+        raise ValueError("its characters are not those of the digits task")
+    return vocab
+
+
 _TEXT_LM = dict(steps=1000, batch_size=32, block_size=32, layers=2, heads=4, width=64, lr=6e-3, dropout=0.0,
                 norm="post", activation="relu", positions="sinusoidal", scale_embed=True, tie_weights=False)
 
@@ -317,7 +367,7 @@ ADAPTERS: dict[str, Adapter] = {
         Adapter("transformer", "minilm.transformer", "TransformerConfig", "causal Transformer LM (§5.1)",
                 _text_data(lambda o: o.block_size + 1), _transformer_config, _windows, _transformer_step,
                 _transformer_eval, _tokenizer_from_dict, tokens_per_batch=lambda o: o.batch_size * o.block_size,
-                defaults={**_TEXT_LM, "causal": True}, next_logits=_transformer_next),
+                defaults={**_TEXT_LM, "causal": True, "head_bias": True}, next_logits=_transformer_next),
         Adapter("mlm", "minilm.transformer", "TransformerConfig", "masked LM, a bidirectional Transformer (§3.2)",
                 _text_data(lambda o: o.block_size + 1), _mlm_config, _windows, _mlm_step, _mlm_eval,
                 _tokenizer_from_dict, tokens_per_batch=lambda o: o.batch_size * o.block_size,
@@ -341,11 +391,20 @@ ADAPTERS: dict[str, Adapter] = {
                               share_vocab=False, eval_size=1000, steps=400, batch_size=64, layers=2, heads=4,
                               width=64, dropout=0.0, norm="post", activation="relu", lr=3e-3, weight_decay=0.0),
                 reads_text=False, unit="examples", commands=("translate", "eval")),
+        Adapter("las", "minilm.las", "LASConfig",
+                "Listen, Attend and Spell on spoken digits (§6.2; --task digits; --layers pyramidal BLSTMs)",
+                _las_data, _las_config, _las_batch, _las_step, _las_eval, _characters_from_dict,
+                tokens_per_batch=lambda o: o.batch_size,
+                defaults=dict(task="digits", data_dir=None, max_digits=3, train_size=6000, eval_size=300,
+                              steps=3000, batch_size=32, layers=2, hidden=64, width=128, lr=3e-3,
+                              weight_decay=0.0),
+                reads_text=False, unit="utterances", commands=("transcribe", "eval")),
     ]
 }
 
 COMMAND_OF = {"sample": "minilm sample --checkpoint {path} --prompt TEXT",
               "translate": "minilm translate --checkpoint {path} TEXT",
+              "transcribe": "minilm transcribe --checkpoint {path} FILE.wav",
               "eval": "minilm eval --checkpoint {path}"}
 
 
@@ -416,6 +475,13 @@ def load_run(path) -> Run:
     return Run(adapter, mod, cfg, params, tok, opts, meta, ck["opt_state"], ck["carry"] or None, str(path))
 
 
+def transformer_run(cfg, params, tokenizer, path: str) -> Run:
+    """A causal Transformer that comes from elsewhere than a checkpoint (a GPT-2 directory, minilm.hub.gpt2)."""
+    adapter = get("transformer")
+    return Run(adapter, adapter.load(), cfg, params, tokenizer, SimpleNamespace(block_size=cfg.block_size), {},
+               None, None, str(path))
+
+
 def evaluate_run(run: Run, ids: np.ndarray) -> dict:
     """Loss, perplexity (and bits per character, accuracy, exact match where they apply) over all of ``ids``."""
     return run.adapter.evaluate(run.module, run.params, run.cfg, ids, run.opts, run.tokenizer)
@@ -434,15 +500,19 @@ def format_scores(r: dict) -> str:
     what = "masked-token loss" if "accuracy" in r else "loss"
     parts = [f"{what} {r['loss']:.4f}", f"perplexity {r['perplexity']:.3f}"]
     for key, label, fmt in (("bits_per_char", "bits/char", ".4f"), ("accuracy", "accuracy", ".3f"),
-                            ("exact_match", "exact match", ".4f"), ("edit_distance", "edit distance", ".3f")):
+                            ("exact_match", "exact match", ".4f"), ("edit_distance", "edit distance", ".3f"),
+                            ("word_error_rate", "word error rate", ".4f"),
+                            ("digit_accuracy", "single-digit accuracy", ".4f")):
         if key in r:
             parts.append(f"{label} {r[key]:{fmt}}")
     return ", ".join(parts)
 
 
 def sample_run(run: Run, prompt: str = "", n_tokens: int = 200, temperature: float = 1.0, top_k: int | None = None,
-               seed: int = 0, top_p: float | None = None) -> str:
-    """Text from the model: the prompt and ``n_tokens`` more (the masked LM: the prompt with each [MASK] filled)."""
+               seed: int = 0, top_p: float | None = None, cache: bool = True) -> str:
+    """Text from the model: the prompt and ``n_tokens`` more (the masked LM: the prompt with each [MASK] filled).
+
+    ``cache=False`` recomputes a Transformer's window at every step instead of keeping its keys and values."""
     run.require("sample")
     rng = np.random.default_rng(seed)
     tok, a = run.tokenizer, run.adapter
@@ -456,6 +526,6 @@ def sample_run(run: Run, prompt: str = "", n_tokens: int = 200, temperature: flo
     ids = tok.encode(prompt) if prompt else np.array([pad_id(tok)], dtype=np.int64)
     if len(ids) == 0:
         raise ValueError("the prompt holds no token the vocabulary knows")
-    out = generate.generate(a.next_logits(run.module, run.params, run.cfg, pad_id(tok)), ids, n_tokens, rng,
+    out = generate.generate(a.next_logits(run.module, run.params, run.cfg, pad_id(tok), cache), ids, n_tokens, rng,
                             temperature, top_k, top_p)
     return tok.decode(out if prompt else out[1:])

@@ -71,6 +71,8 @@ class TrainOptions:
     scale_embed: bool | None = None  # multiply token embeddings by sqrt(C) before adding positions (the text's)
     tie_weights: bool | None = None  # output projection = token embedding transposed
     causal: bool | None = None  # False removes the causal mask: the text's bug (each position sees its target)
+    head_bias: bool | None = None  # the output layer's bias b_head (GPT-2 has none)
+    init_from: str | None = None  # a GPT-2 directory (config.json, model.safetensors, vocab.json, merges.txt)
     tokenizer: str = "char"  # "char", "word" or "bpe"
     max_vocab: int = 10000  # word tokenizer's vocabulary cap, <unk> included
     vocab_size: int = 1000  # bpe: 256 bytes + learned merges (+ the model's special tokens)
@@ -84,7 +86,7 @@ class TrainOptions:
     eval_every: int | None = None  # default steps / 5
     val_fraction: float = 0.1
     stop_after: int | None = None  # pause after this step (checkpoint saved); continue with resume
-    fast: bool = False  # train with minilm.fast where the model has a fast path (same formulas, same checkpoint)
+    fast: bool = False  # train with minilm.fast (same formulas, same checkpoint; refused where there is none)
     threads: int | None = None  # BLAS threads; None: chosen from the model's products (minilm.training.threads)
     # the seq2seq numbers task (minilm.training.translation)
     direction: str | None = None  # "en-zh": English words -> Chinese numerals, or "zh-en"
@@ -92,14 +94,18 @@ class TrainOptions:
     held_out: float | None = None  # fraction of them never trained on
     share_vocab: bool | None = None  # one joint vocabulary and embedding table for both languages
     eval_size: int | None = None  # held-out numbers scored at each evaluation (all of them at the end)
+    # the las spoken-digits task (minilm.training.speech)
+    data_dir: str | None = None  # a copy of the FSDD recordings the user has (default: the verified download)
+    max_digits: int | None = None  # utterances of 1 .. max_digits digits
+    train_size: int | None = None  # training utterances drawn once from the seed
 
 
 # options that only some models use: a model uses those its adapter has a default for
 MODEL_OPTIONS = ("block_size", "context", "layers", "heads", "width", "hidden", "dropout", "norm", "activation",
-                 "positions", "scale_embed", "tie_weights", "causal", "task", "direction", "max_number", "held_out",
-                 "share_vocab", "eval_size")
+                 "positions", "scale_embed", "tie_weights", "causal", "head_bias", "task", "direction", "max_number",
+                 "held_out", "share_vocab", "eval_size", "data_dir", "max_digits", "train_size")
 TEXT_OPTIONS = ("data", "corpus", "tokenizer", "max_vocab", "vocab_size", "val_fraction")  # models that read a text
-RESUME_MAY_CHANGE = ("steps", "eval_every", "stop_after", "out", "fast", "threads")
+RESUME_MAY_CHANGE = ("steps", "eval_every", "stop_after", "out", "fast", "threads", "data_dir")  # data_dir: sha256
 
 
 class TrainingDiverged(RuntimeError):
@@ -128,8 +134,8 @@ def resolve(opts: TrainOptions, explicit=()) -> TrainOptions:
     o.warmup = max(1, o.steps // 20) if o.warmup is None else o.warmup
     o.eval_every = max(1, o.steps // 5) if o.eval_every is None else o.eval_every
     positive = ["steps", "batch_size", "eval_every", "max_vocab"] + [
-        k for k in ("block_size", "context", "layers", "heads", "width", "hidden", "max_number", "eval_size")
-        if k in a.defaults]
+        k for k in ("block_size", "context", "layers", "heads", "width", "hidden", "max_number", "eval_size",
+                  "max_digits", "train_size") if k in a.defaults]
     for k in positive:
         if not isinstance(getattr(o, k), int) or getattr(o, k) < 1:
             raise ValueError(f"--{k.replace('_', '-')} must be a positive integer, got {getattr(o, k)}")
@@ -277,11 +283,12 @@ def start(opts: TrainOptions, resume: bool = False, explicit=None, log=print, fo
         o = resolve(opts, explicit)
         adapter = models.get(o.model)
         mod = adapter.load()
-        d = adapter.prepare(o, log, None)
+        init = init_from(o, explicit) if o.init_from is not None else None  # (cfg, params, tokenizer)
+        d = adapter.prepare(o, log, None if init is None else init[2])
     init_rng, rng = (np.random.default_rng(s) for s in np.random.SeedSequence(o.seed).spawn(2))
     if not resume:
-        cfg = adapter.make_config(mod, o, d)
-        params = mod.init_params(cfg, init_rng)
+        cfg = adapter.make_config(mod, o, d) if init is None else init[0]
+        params = mod.init_params(cfg, init_rng) if init is None else init[1]
         return Session(o, adapter, mod, cfg, d, params, optim.init_state(params), rng)
     meta = run.meta
     if run.opt_state is None:
@@ -294,6 +301,34 @@ def start(opts: TrainOptions, resume: bool = False, explicit=None, log=print, fo
     rng.bit_generator.state = meta["rng"]
     return Session(o, adapter, mod, run.cfg, d, run.params, run.opt_state, rng, run.carry, int(meta["step"]),
                    meta["history"], meta["spent"], meta.get("last_eval"), last_saved=int(meta["step"]))
+
+
+FROM_GPT2 = ("layers", "heads", "width", "norm", "activation", "positions", "scale_embed", "tie_weights", "causal",
+             "head_bias", "tokenizer", "vocab_size", "max_vocab")  # what --init-from DIR's files decide
+
+
+def init_from(o: TrainOptions, explicit) -> tuple:
+    """(cfg, params, tokenizer) of the GPT-2 directory ``o.init_from`` (minilm.hub.gpt2), to fine-tune.
+
+    The architecture and the tokenizer are the directory's; ``o`` is made to say so (its checkpoint
+    then records them).  Training windows are --block-size tokens, at most its n_positions.
+    """
+    from minilm.hub import gpt2
+
+    if o.model != "transformer":
+        raise ValueError(f"--init-from reads a GPT-2, a causal Transformer: it does not apply to --model {o.model}")
+    given = [k for k in FROM_GPT2 if k in explicit]
+    if given:
+        raise ValueError(f"--{given[0].replace('_', '-')} comes from {o.init_from} with --init-from")
+    cfg, params, tok = gpt2.load(o.init_from)
+    if o.block_size > cfg.block_size:
+        raise ValueError(f"--block-size {o.block_size} exceeds the {cfg.block_size} positions of {o.init_from}")
+    cfg = dataclasses.replace(cfg, dropout=o.dropout)
+    o.layers, o.heads, o.width, o.norm, o.activation, o.positions = (cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.norm,
+                                                                     cfg.ffn, cfg.pos)
+    o.scale_embed, o.tie_weights, o.causal, o.head_bias = cfg.scale_embed, cfg.tie_weights, cfg.causal, cfg.head_bias
+    o.tokenizer, o.vocab_size = "bpe", tok.vocab_size
+    return cfg, params, tok
 
 
 def evaluate(s: Session) -> dict:
@@ -387,7 +422,7 @@ def train(opts: TrainOptions, resume: bool = False, explicit=None, log=print, pr
             lr = optim.lr_at(s.step, o.lr, o.min_lr, o.warmup, o.steps)
             if fast_step is not None:  # loss, gradients, clipping and AdamW in one call (minilm.fast.training)
                 with np.errstate(over="ignore", invalid="ignore"):
-                    (loss, norm), carry = fast_step(batch, lr), None
+                    loss, norm, carry = fast_step(batch, lr, s.carry)
                 for what, value in (("the training loss", loss), ("the gradient norm", norm)):
                     if not math.isfinite(value):
                         raise _diverged(s, what, value, s.step + 1)
