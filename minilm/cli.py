@@ -182,7 +182,7 @@ def add_train_parser(sub) -> None:
         return "\n".join(lines)
 
     epilog = "each model's defaults (minilm/training/adapters.py):\n" + "\n".join(
-        wrapped(name, [flag(k, v) for k, v in a.defaults.items()]) for name, a in ADAPTERS.items())
+        wrapped(name, [flag(k, v) for k, v in a.defaults.items() if v is not None]) for name, a in ADAPTERS.items())
     t = sub.add_parser("train", help="train a model", argument_default=argparse.SUPPRESS,
                        description="Train a model; an option left out takes the model's default.", epilog=epilog,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -236,8 +236,8 @@ def add_train_parser(sub) -> None:
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.add_argument("--threads", type=int, metavar="N", help="BLAS threads (default: chosen from the model's "
                    "products and the machine's load, see minilm/training/threads.py)")
-    t.add_argument("--fast", action="store_true", help="train with minilm.fast (every model but seq2seq, "
-                   "which refuses it): same formulas, batches and checkpoints, faster (README)")
+    t.add_argument("--fast", action="store_true", help="train with minilm.fast (the language models; "
+                   "seq2seq and las refuse it): same formulas, batches and checkpoints, faster (README)")
     t.add_argument("--task", choices=[*TASKS, *SPEECH_TASKS],
                    help="seq2seq: the generated task (numbers); las: spoken digits (digits)")
     t.add_argument("--direction", choices=list(DIRECTIONS), help="seq2seq: en-zh (default) or zh-en")
@@ -251,6 +251,10 @@ def add_train_parser(sub) -> None:
                    "v1.0.10 once into $MINILM_CACHE); checked against its SHA256SUMS either way")
     t.add_argument("--max-digits", type=int, metavar="N", help="las: utterances of 1 .. N digits (3)")
     t.add_argument("--train-size", type=int, metavar="N", help="las: training utterances (6000)")
+    t.add_argument("--spec-augment", action=argparse.BooleanOptionalAction,
+                   help="las: mask a random band and stretch of each training utterance (SpecAugment; off)")
+    t.add_argument("--held-out-speaker", metavar="NAME", help="las: leave this speaker out of training and "
+                   "evaluate on all of their recordings")
     t.set_defaults(fn=cmd_train)
 
 

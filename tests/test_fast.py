@@ -208,3 +208,23 @@ def test_train_lstm_fast_matches_plain(tmp_path):
     assert max(float(np.abs(a["params"][k] - b["params"][k]).max()) for k in a["params"]) < 1e-5
     assert len(b["carry"]) == 4 and max(float(np.abs(u - v).max()) for u, v in zip(a["carry"], b["carry"],
                                                                                     strict=True)) < 1e-5
+
+
+def test_bench_goals_read_off_the_results():
+    from minilm.fast.bench import format_goals, goal_rows
+
+    results = {"transformer": {"fast": {"vs_torch": 0.75, "vs_floor": 1.4, "peak_mb": 90.0}},
+               "lstm": {"fast": {"vs_torch": 1.4}}}
+    rows = {r["goal"].split(",")[0].split(" ")[0] + str(r["target"]): r["status"] for r in goal_rows(results)}
+    assert rows == {"Transformer0.8": "met", "Transformer1.3": "not met", "LSTM1.25": "acceptable", "peak250": "met"}
+    assert "not met" in format_goals(goal_rows(results))
+    assert goal_rows({}) == []  # a run without those workloads states no goal
+
+
+def test_profile_counts_every_op(monkeypatch):
+    from minilm.fast import profile
+
+    got = profile.profile_lstm(steps=1, log=lambda *a: None)
+    assert got["total_ms"] > 0 and all(ms >= 0 for ms in got["ops"].values())
+    assert set(got["ops"]) == {"per step: forward loop over t", "per step: backward loop over t",
+                               "per call: stacked products, copies"}

@@ -140,7 +140,8 @@ class FastTransformer:
         ws = dict(layers=layers, x=e(M, C), tmp=e(M, C), xhat_f=e(M, C), rstd_f=e(M), n_f=e(M, C),
                   logits=e(M, V), dx=e(M, C), dn=e(M, C), dd=e(M, C), dF=e(M, F), dqkv=e(M, 3 * C),
                   dP=e(B, H, T, T), ones_m=np.ones(M, dt), ones_v=np.ones(V, dt), m0=e(M, C) if drop else None,
-                  mask=K.causal_additive_mask(T, dt) if cfg.causal else None)
+                  mask=K.causal_additive_mask(T, dt) if cfg.causal else None,
+                  onehot=e(V, M) if V <= K.ONEHOT_MAX_V else None)  # (V, M) scratch of the embedding gradient
         if _positions(cfg) == "sinusoidal":
             ws["pe"] = sinusoidal_table(T, C, dt)  # (T, C), a constant
         self._ws_shape, self._ws = (B, T), ws
@@ -316,7 +317,7 @@ class FastTransformer:
             dx *= emb_scale
         if not cfg.tie_weights:
             G["wte"].fill(0)
-        np.add.at(G["wte"], ids, dx)  # (V, C), repeated ids accumulate
+        K.embedding_backward_add(G["wte"], ids, dx, ws["onehot"])  # (V, C), repeated ids accumulate
         return loss
 
     def _act_forward(self, c, b1) -> None:

@@ -18,7 +18,7 @@ written: ``--fast`` never silently trains the plain way.
 Each step draws from the run's generator exactly what the plain adapter's
 step draws, in the same order, so a run with --fast and one without see the
 same batches, masks and dropout, and a checkpoint of either resumes in either.
-(--model seq2seq has no fast path yet, so --fast refuses it.)
+(--model seq2seq and --model las have no fast path yet, so --fast refuses them.)
 """
 
 from __future__ import annotations
