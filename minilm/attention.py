@@ -101,14 +101,19 @@ def attention_forward(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndar
 
 
 def attention_backward(dout: np.ndarray, cache):
-    """With S = q k^T / sqrt(d_k), P = softmax(S), W = P * mask:
+    """With S = q k^T / sqrt(d_k), P = softmax(S) and the weights A = P * mask (A = P when mask is None):
 
-        dv = W^T dout,   dW = dout v^T,   dP = dW * mask,
-        dS = P * (dP - rowsum(dP * P))          (softmax_backward),
+        dv = A^T dout,   dA = dout v^T,   dP = dA * mask  (dP = dA when mask is None),
+        dS = P * (dP - rowsum(dP * P))  = softmax_backward(dP, c_soft),
         dq = dS k / sqrt(d_k),   dk = dS^T q / sqrt(d_k)
 
-    A masked key gets dS = 0 (P = 0 there, and dP = 0 in a fully masked row),
-    so padded keys receive no gradient through attention.  Returns dq, dk, dv.
+    The cache: q (..., T_q, d_k), k (..., T_k, d_k), v (..., T_k, d_v); w, the
+    weights A (..., T_q, T_k); mask, boolean or None (no mask); c_soft, the
+    cache of softmax_forward(S), which is what softmax_backward takes; scale =
+    1/sqrt(d_k) in the inputs' dtype.  A masked key gets dS = 0 (P = 0 there,
+    and dP = 0 in a fully masked row), so padded keys receive no gradient
+    through attention.  Returns dq (..., T_q, d_k), dk (..., T_k, d_k),
+    dv (..., T_k, d_v), in the dtype of dout.
     """
     q, k, v, w, mask, c_soft, scale = cache
     ### BEGIN SOLUTION
@@ -178,7 +183,11 @@ def mha_backward(dout: np.ndarray, cache):
         dx_q = dQ W_q^T,   dx_kv = dK W_k^T + dV W_v^T   (x_kv feeds both K and V)
 
     For self-attention (x_q is x_kv) the input's gradient is dx_q + dx_kv.
-    Returns dx_q, dx_kv, dW_q, db_q, dW_k, db_k, dW_v, db_v, dW_o, db_o.
+    The cache: c_q, c_k, c_v, c_o, the linear_forward caches of the four
+    projections; c_att, attention_forward's cache (of the split heads);
+    n_head, H.  split_heads and merge_heads convert (..., T, C) <-> (..., H, T, hs).
+    Returns dx_q (..., T_q, C), dx_kv (..., T_kv, C), then dW_q, db_q, dW_k,
+    db_k, dW_v, db_v, dW_o, db_o: each W (C, C), each b (C,).
     """
     c_q, c_k, c_v, c_att, c_o, n_head = cache
     ### BEGIN SOLUTION

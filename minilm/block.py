@@ -52,7 +52,10 @@ def ffn_forward(x, W1, b1, W2, b2, activation: str = "relu"):
 def ffn_backward(dy, cache):
     """da, dW2, db2 = linear_backward(dy);  dh = act'(h) da;  dx, dW1, db1 = linear_backward(dh).
 
-    Returns dx, dW1, db1, dW2, db2.
+    The cache: c1, c2, the linear_forward caches of the two layers; c_act, the
+    cache of the activation's forward; activation, its name: the key of
+    ACTIVATIONS, whose entry is (forward, backward).
+    Returns dx (..., C), dW1 (C, F), db1 (F,), dW2 (F, C), db2 (C,).
     """
     c1, c_act, activation, c2 = cache
     ### BEGIN SOLUTION

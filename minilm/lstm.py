@@ -133,12 +133,16 @@ def lstm_step_forward(x, h_prev, c_prev, Wx, Wh, b):
 
 
 def lstm_step_backward(dh, dc, cache):
-    """da, dc_prev from the gates (see lstm_gates_backward), then a = x W_x + h_prev W_h + b:
+    """da, dc_prev from the gates (lstm_gates_backward(dh, dc, cache_gates)), then a = x W_x + b + h_prev W_h:
 
         dx = da W_x^T,  dh_prev = da W_h^T,  dW_x = x^T da,  dW_h = h_prev^T da,  db = sum_b da
 
-    Inputs: dh, dc (B, Hd), the gradients reaching h_t and c_t.
-    Returns: dx, dh_prev, dc_prev, dWx, dWh, db.
+    Inputs: dh, dc (B, Hd), the gradients reaching h_t and c_t.  The cache:
+    cache_x and cache_h are the caches of linear_forward(x, Wx, b) and
+    linear_forward(h_prev, Wh) (no bias: linear_backward returns None for its
+    db), so linear_backward(da, cache_x) gives dx, dWx, db; cache_gates is
+    lstm_gates_forward's.
+    Returns: dx (B, D), dh_prev (B, Hd), dc_prev (B, Hd), dWx (D, 4Hd), dWh (Hd, 4Hd), db (4Hd,).
     """
     cache_x, cache_h, cache_gates = cache
     ### BEGIN SOLUTION
@@ -216,7 +220,10 @@ def lstm_stack_backward(dhs, cache, dstate=None):
     """Layers in reverse: the dx of layer l is the dhs of layer l-1.
 
     Inputs: dhs (B, T, Hd) for the top layer; dstate, a list of (dh_T, dc_T) per layer, or None (detached).
-    Returns: dx (B, T, D); the list of (dh0, dc0) per layer; the list of (dWx, dWh, db) per layer.
+    The cache is the list of each layer's lstm_forward cache; lstm_backward(dhs, cache_l, dstate_l)
+    returns that layer's dx, dh0, dc0, dWx, dWh, db.
+    Returns: dx (B, T, D); dstate0, the list of (dh0, dc0) per layer, each (B, Hd); dlayers, the list
+    of (dWx, dWh, db) per layer, shaped as the layer's (Wx, Wh, b).
     """
     caches = cache
     L = len(caches)

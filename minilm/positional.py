@@ -99,7 +99,12 @@ def learned_position_forward(x: np.ndarray, wpe: np.ndarray, *, scale_embed: boo
 
 
 def learned_position_backward(dy: np.ndarray, cache):
-    """dx = dy * sqrt(C) (or dy);  dwpe[t] = sum over leading dims of dy[..., t, :] for the T rows used, 0 elsewhere."""
+    """dx = dy * sqrt(C) (or dy);  dwpe[t] = sum over leading dims of dy[..., t, :] for the T rows used, 0 elsewhere.
+
+    The cache: scale, sqrt(C) or 1; c_emb, the cache of embedding_forward(arange(start, start + T), wpe), so
+    embedding_backward(dpos, c_emb) turns dpos (T, C) into dwpe.
+    Returns dx (..., T, C), dwpe (block_size, C).
+    """
     scale, c_emb = cache
     ### BEGIN SOLUTION
     dx = dy * scale  # (..., T, C)

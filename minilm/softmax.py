@@ -76,7 +76,13 @@ def cross_entropy_forward(logits: np.ndarray, targets: np.ndarray, ignore_index:
 
 
 def cross_entropy_backward(dloss, cache):
-    """dlogits = (softmax(logits) - onehot(targets)) * dloss / M on counted positions, 0 elsewhere."""
+    """dlogits = (softmax(logits) - onehot(targets)) * dloss / M on counted positions, 0 elsewhere.
+
+    The cache: logp (..., V), the log-probabilities (softmax(logits) = exp(logp));
+    safe (...), the targets with ignored positions set to 0; keep (...), True
+    where a position counts; count, the number M of counted positions (at least 1).
+    Returns dlogits (..., V) in the dtype of logp (float32 logits: float32).
+    """
     logp, safe, keep, count = cache
     ### BEGIN SOLUTION
     dlogits = np.exp(logp)  # (..., V), the probabilities

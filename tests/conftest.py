@@ -5,6 +5,8 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
+# notebooks run by the suite save their figures here, not into the repository's figures/
+os.environ.setdefault("MINILM_FIGURES", __import__("tempfile").mkdtemp(prefix="minilm-figures-"))
 
 from pathlib import Path  # noqa: E402
 

@@ -58,6 +58,9 @@ def test_utterances_are_deterministic_from_one_split_with_noise_gaps():
         gaps = len(u.audio) - sum(len(digits.read_wav(r.path)) for r in u.sources)
         k = len(u.digits) - 1
         assert 400 * k <= gaps <= 1600 * k  # 50-200 ms at 8 kHz between each two digits
+        for r, start in zip(u.sources, u.starts, strict=True):
+            clip = digits.read_wav(r.path)
+            np.testing.assert_array_equal(u.audio[start : start + len(clip)], clip)
         first = digits.read_wav(u.sources[0].path)
         np.testing.assert_array_equal(u.audio[: len(first)], first)
         if k:
@@ -129,3 +132,23 @@ def test_data_dir_is_checked(tmp_path):
     (tmp_path / "0_george_0.wav").write_bytes(b"RIFF")
     with pytest.raises(ValueError, match="does not hold the FSDD v1.0.10 recordings: 1 recordings"):
         digits.open_recordings(tmp_path)
+
+
+def test_spec_augment_masks_one_band_and_one_stretch_inside_each_row():
+    from minilm.training.speech import spec_augment
+
+    x = np.ones((3, 20, 10), np.float32)
+    x[2, 12:] = 0  # row 2 has 12 frames
+    lengths = np.array([20, 20, 12])
+    y = spec_augment(x, lengths, np.random.default_rng(0), max_bands=3, max_frames=4)
+    assert (x[:2] == 1).all()  # the input is not changed
+    for b, L in enumerate(lengths):
+        zero = y[b, :L] == 0  # (L, M)
+        bands = np.flatnonzero(zero.all(axis=0))
+        frames = np.flatnonzero(zero.all(axis=1))
+        assert len(bands) <= 3 and len(frames) <= 4
+        assert np.array_equal(zero, zero.all(axis=0)[None, :] | zero.all(axis=1)[:, None])  # nothing else
+        for idx in (bands, frames):
+            assert len(idx) == 0 or np.array_equal(idx, np.arange(idx[0], idx[0] + len(idx)))  # contiguous
+    assert (y[2, 12:] == 0).all()
+    np.testing.assert_array_equal(y, spec_augment(x, lengths, np.random.default_rng(0), 3, 4))  # seeded

@@ -78,7 +78,7 @@ def test_transformer_fast_gradcheck():
         fast.load(params)
         return fast.loss_and_grads(x, y)
 
-    errors = check_model(loss_and_grads, p, max_entries=3)
+    errors = check_model(loss_and_grads, p, max_entries=3, float32=False)  # the fast model is built in float64
     assert max(errors.values()) <= TOLERANCE, errors
 
 

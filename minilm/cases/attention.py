@@ -72,14 +72,15 @@ def _sdpa():
     r = _rng()
     return check_pair(attention_forward, attention_backward,
                       [r.standard_normal((2, 3, 4)), r.standard_normal((2, 5, 4)), r.standard_normal((2, 5, 3))],
-                      ["q", "k", "v"])
+                      ["q", "k", "v"], axes={"q": "B T_q hs", "k": "B T_kv hs", "v": "B T_kv hs"})
 
 
 @case(G, "scaled dot-product, causal")
 def _sdpa_causal():
     r = _rng()
     q, k, v = (r.standard_normal((2, 2, 4, 3)) for _ in range(3))
-    return check_pair(attention_forward, attention_backward, [q, k, v], ["q", "k", "v"], {"mask": causal_mask(4)})
+    return check_pair(attention_forward, attention_backward, [q, k, v], ["q", "k", "v"], {"mask": causal_mask(4)},
+                      axes={"q": "B H T_q hs", "k": "B H T_kv hs", "v": "B H T_kv hs"})
 
 
 @case(G, "sdpa, padding + empty row")
@@ -88,7 +89,8 @@ def _sdpa_padding():
     mask = np.array([[True, True, True, False], [True, False, False, False]])[:, None, :]  # (B, 1, T_k)
     mask = mask & np.array([True, True, False])[None, :, None]  # query 2 sees no key: a fully masked row
     q, k, v = r.standard_normal((2, 3, 4)), r.standard_normal((2, 4, 4)), r.standard_normal((2, 4, 2))
-    return check_pair(attention_forward, attention_backward, [q, k, v], ["q", "k", "v"], {"mask": mask})
+    return check_pair(attention_forward, attention_backward, [q, k, v], ["q", "k", "v"], {"mask": mask},
+                      axes={"q": "B T_q hs", "k": "B T_kv hs", "v": "B T_kv hs"})
 
 
 @case(G, "MHA self-attention, causal")

@@ -134,7 +134,7 @@ def _step():
 
 @case(G, "sequence (BPTT, h0, c0, c_T)")
 def _sequence():
-    return check_pair(flat_sequence, flat_sequence_backward, sequence_inputs(), SEQUENCE_NAMES)
+    return check_pair(flat_sequence, flat_sequence_backward, sequence_inputs(), SEQUENCE_NAMES, axes={"x": "B T D"})
 
 
 @case(G, "2-layer stack")
@@ -167,7 +167,12 @@ def lm_inputs(cfg: lstm_lm.LSTMConfig = LM, B: int = 2, T: int = 3):
 def check_lstm_lm(cfg: lstm_lm.LSTMConfig = LM, loss_and_grads=lstm_lm.loss_and_grads) -> dict[str, float]:
     """check_model of every entry of every parameter of the LSTM LM, starting from a carried-in state."""
     params, idx, targets, state = lm_inputs(cfg)
-    return check_model(lambda p: loss_and_grads(p, cfg, idx, targets, state=state), params)
+
+    def in_dtype_of(p):  # the carried-in state in the parameters' dtype (float32 for the dtype check)
+        dtype = p["W_out"].dtype
+        return [(h.astype(dtype), c.astype(dtype)) for h, c in state]
+
+    return check_model(lambda p: loss_and_grads(p, cfg, idx, targets, state=in_dtype_of(p)), params)
 
 
 @case("models", "LSTM LM (2 layers, carried state)")

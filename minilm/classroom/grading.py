@@ -47,7 +47,7 @@ from minilm.classroom.exercises import (
     restore_regions,
     select,
 )
-from minilm.gradcheck import TOLERANCE, rel_error
+from minilm.gradcheck import TOLERANCE, describe_difference, rel_error
 
 WORKER = Path(__file__).with_name("worker.py")
 _RECORDS: dict = {}  # the last reference run, keyed by a hash of the reference's sources
@@ -188,14 +188,17 @@ def _grade_all(package: Path, jobs: list[dict], shared: dict, timeout: float, fa
 
 def _compare(result: dict, npz: Path, reference: dict[str, dict], ref_arrays: dict) -> list[tuple[float, str]]:
     """(error, "output: what") for every checked output: the case's own errors and the comparison with the
-    reference; a missing output or a shape mismatch counts as error inf."""
+    reference; a missing output or a shape mismatch counts as error inf.  A failed one says how it differs
+    (minilm.gradcheck.describe_difference, the words of the self-check)."""
     found = []
     with np.load(npz, allow_pickle=False) as z:
         got = {k: z[k] for k in z.files}
     for i, check in enumerate(result["checks"]):
+        notes = check.get("notes", {})
         for k, v in check["errors"].items():
             what = "absolute value" if "(abs)" in k else "relative error"
-            found.append((v, f"{k}: {what} {v:.1e} (gradient check {check['case']})"))
+            text = notes.get(k) if not v <= TOLERANCE and k in notes else f"{k}: {what} {v:.1e}"
+            found.append((v, f"{text} (gradient check {check['case']})"))
         ref = reference[check["case"]]
         for j, labels in enumerate(ref["captures"][: len(check["captures"])]):
             mine = check["captures"][j]
@@ -206,11 +209,12 @@ def _compare(result: dict, npz: Path, reference: dict[str, dict], ref_arrays: di
                     continue
                 have = got[f"{i}_{j}_{mine.index(label)}"]
                 if have.shape != want.shape:
-                    found.append((np.inf, f"{label}: shape {have.shape}, the reference's is {want.shape} "
-                                          f"({check['case']})"))
-                else:
-                    err = rel_error(have, want)
-                    found.append((err, f"{label}: relative error {err:.1e} against the reference ({check['case']})"))
+                    found.append((np.inf, f"{label}: yours {have.shape}, expected {want.shape} "
+                                          f"(compared with the reference, {check['case']})"))
+                    continue
+                err = rel_error(have, want)
+                how = "" if err <= TOLERANCE else "; " + describe_difference(have, want, "the reference's")
+                found.append((err, f"{label}: relative error {err:.1e} against the reference{how} ({check['case']})"))
     return [(e if e == e else np.inf, what) for e, what in found]  # NaN counts as wrong
 
 
@@ -265,8 +269,8 @@ def grade(package_dir: Path, only: list[str] | None = None, timeout: float = 120
                     row.update(status="no check", detail="its cases compare no output with the reference: "
                                "grade it without --fast")
                 elif bad:
-                    row.update(status="wrong", detail="; ".join(bad[:3]) + (f"; {len(bad) - 3} more" if len(bad) > 3
-                                                                            else ""))
+                    row.update(status="wrong", detail=bad[0], more=bad[1:4] + ([f"and {len(bad) - 4} more"]
+                                                                              if len(bad) > 4 else []))
                 else:
                     worst = row["outputs"][0][0] if row["outputs"] else 0.0
                     n = len(j["cases"])
@@ -290,6 +294,8 @@ def check(package_dir: Path, only: list[str] | None = None, timeout: float = 120
     width = max(len(r["name"]) for r in report) if report else 8
     for r in report:
         print(f"{r['name']:<{width}}  {r['status']:<15}  {r['detail']}")
+        for line in r.get("more", []):
+            print(f"{'':<{width + 19}}{line}")
         if verbose:
             print(f"{'':<{width + 19}}cases: {'; '.join(r['cases']) or 'none'}")
             for err, what in r["outputs"]:

@@ -268,7 +268,8 @@ def grade(job: dict, out) -> None:
             finder.overrides = {**job["overrides"], **ex["overrides"]}
             fresh_import(finder)
             captures: list = []
-            capture_checks(importlib.import_module("minilm.gradcheck"), captures, record=job["fast"])
+            gc = importlib.import_module("minilm.gradcheck")
+            capture_checks(gc, captures, record=job["fast"])
             wanted = [tuple(c) for c in ex["cases"]]
             cases = load_cases(list(dict.fromkeys(m for m, _, _ in wanted)))
             todo = [c for c in cases if (c.run.__module__, c.group, c.name) in wanted]
@@ -278,8 +279,10 @@ def grade(job: dict, out) -> None:
                 captures.clear()
                 check = {"case": f"{case.group}/{case.name}", "errors": {}, "captures": []}
                 result["checks"].append(check)
-                errors = case.run()  # with "fast", measured against no finite differences: not kept
+                with gc.recording() as found:  # what differs, in the words the self-check prints
+                    errors = case.run()  # with "fast", measured against no finite differences: not kept
                 check["errors"] = {} if job["fast"] else {k: float(v) for k, v in errors.items()}
+                check["notes"] = {} if job["fast"] else {f.name: f.note for f in found}
                 for j, got in enumerate(captures):
                     check["captures"].append(list(got))
                     arrays.update({f"{len(result['checks']) - 1}_{j}_{k}": a for k, a in enumerate(got.values())})

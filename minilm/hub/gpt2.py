@@ -149,23 +149,37 @@ def config_from_gpt2(d: dict, where: str = CONFIG) -> M.TransformerConfig:
 
 # ---- the tensors ----
 
-def to_gpt2(params: dict, cfg: M.TransformerConfig) -> dict[str, np.ndarray]:
-    """GPT-2's tensors (names of the table above, without ``transformer.``) from minilm's parameters."""
-    check_exportable(cfg)
-    p = params
-    t = {"wte.weight": p["wte"], "wpe.weight": p["wpe"]}  # (V, C), (T, C)
+# GPT-2 tensor -> the minilm parameters it holds, side by side along its last axis (the table above)
+OUTER_MAP = (("wte.weight", ("wte",)), ("wpe.weight", ("wpe",)))
+LAYER_MAP = (  # in layer l: "h.{l}." + the GPT-2 name, "h{l}." + the minilm names
+    ("ln_1.weight", ("ln1.gamma",)), ("ln_1.bias", ("ln1.beta",)),
+    ("attn.c_attn.weight", ("attn.W_q", "attn.W_k", "attn.W_v")),
+    ("attn.c_attn.bias", ("attn.b_q", "attn.b_k", "attn.b_v")),
+    ("attn.c_proj.weight", ("attn.W_o",)), ("attn.c_proj.bias", ("attn.b_o",)),
+    ("ln_2.weight", ("ln2.gamma",)), ("ln_2.bias", ("ln2.beta",)),
+    ("mlp.c_fc.weight", ("ffn.W1",)), ("mlp.c_fc.bias", ("ffn.b1",)),
+    ("mlp.c_proj.weight", ("ffn.W2",)), ("mlp.c_proj.bias", ("ffn.b2",)),
+)
+FINAL_MAP = (("ln_f.weight", ("ln_f.gamma",)), ("ln_f.bias", ("ln_f.beta",)))
+
+
+def name_map(cfg: M.TransformerConfig) -> list[tuple[str, tuple[str, ...]]]:
+    """(GPT-2 tensor name, the minilm parameters it holds side by side), for every tensor of ``cfg``."""
+    rows = list(OUTER_MAP)
     for l in range(cfg.n_layer):
-        m, g = f"h{l}.", f"h.{l}."
-        t[g + "ln_1.weight"], t[g + "ln_1.bias"] = p[m + "ln1.gamma"], p[m + "ln1.beta"]  # (C,)
-        t[g + "attn.c_attn.weight"] = np.concatenate([p[m + "attn.W_q"], p[m + "attn.W_k"], p[m + "attn.W_v"]],
-                                                     axis=1)  # 3 x (C, C) -> (C, 3C)
-        t[g + "attn.c_attn.bias"] = np.concatenate([p[m + "attn.b_q"], p[m + "attn.b_k"], p[m + "attn.b_v"]])  # (3C,)
-        t[g + "attn.c_proj.weight"], t[g + "attn.c_proj.bias"] = p[m + "attn.W_o"], p[m + "attn.b_o"]  # (C, C), (C,)
-        t[g + "ln_2.weight"], t[g + "ln_2.bias"] = p[m + "ln2.gamma"], p[m + "ln2.beta"]  # (C,)
-        t[g + "mlp.c_fc.weight"], t[g + "mlp.c_fc.bias"] = p[m + "ffn.W1"], p[m + "ffn.b1"]  # (C, 4C), (4C,)
-        t[g + "mlp.c_proj.weight"], t[g + "mlp.c_proj.bias"] = p[m + "ffn.W2"], p[m + "ffn.b2"]  # (4C, C), (C,)
-    t["ln_f.weight"], t["ln_f.bias"] = p["ln_f.gamma"], p["ln_f.beta"]  # (C,)
-    return {k: np.ascontiguousarray(v) for k, v in t.items()}
+        rows += [(f"h.{l}.{g}", tuple(f"h{l}.{m}" for m in ms)) for g, ms in LAYER_MAP]
+    return rows + list(FINAL_MAP)
+
+
+def to_gpt2(params: dict, cfg: M.TransformerConfig) -> dict[str, np.ndarray]:
+    """GPT-2's tensors (names of the table above, without ``transformer.``) from minilm's parameters.
+
+    c_attn: [W_q | W_k | W_v], 3 x (C, C) -> (C, 3C), and [b_q | b_k | b_v] -> (3C,); every other
+    tensor is one minilm array as it is (Conv1D's (in, out) is minilm.linear's layout).
+    """
+    check_exportable(cfg)
+    return {g: np.ascontiguousarray(np.concatenate([params[m] for m in ms], axis=-1))  # (..., k * width)
+            for g, ms in name_map(cfg)}
 
 
 def gpt2_shapes(cfg: M.TransformerConfig) -> dict[str, tuple[int, ...]]:
@@ -205,21 +219,10 @@ def from_gpt2(tensors: dict, cfg: M.TransformerConfig, dtype=np.float32, where: 
         if k == "lm_head.weight" and t[k].shape == t["wte.weight"].shape and np.array_equal(t[k], t["wte.weight"]):
             continue
         raise ValueError(f"{where}: tensor {k} has no place in a GPT-2 with a tied output layer")
-    a = {k: np.asarray(t[k], dtype=dtype) for k in shapes}  # float16 or float32 in the file -> dtype
-    C = cfg.n_embd
-    p = {"wte": a["wte.weight"], "wpe": a["wpe.weight"]}  # (V, C), (T, C)
-    for l in range(cfg.n_layer):
-        m, g = f"h{l}.", f"h.{l}."
-        p[m + "ln1.gamma"], p[m + "ln1.beta"] = a[g + "ln_1.weight"], a[g + "ln_1.bias"]
-        w, b = a[g + "attn.c_attn.weight"], a[g + "attn.c_attn.bias"]  # (C, 3C), (3C,)
-        for i, q in enumerate("qkv"):
-            p[m + f"attn.W_{q}"] = np.ascontiguousarray(w[:, i * C:(i + 1) * C])  # (C, C)
-            p[m + f"attn.b_{q}"] = b[i * C:(i + 1) * C].copy()  # (C,)
-        p[m + "attn.W_o"], p[m + "attn.b_o"] = a[g + "attn.c_proj.weight"], a[g + "attn.c_proj.bias"]
-        p[m + "ln2.gamma"], p[m + "ln2.beta"] = a[g + "ln_2.weight"], a[g + "ln_2.bias"]
-        p[m + "ffn.W1"], p[m + "ffn.b1"] = a[g + "mlp.c_fc.weight"], a[g + "mlp.c_fc.bias"]
-        p[m + "ffn.W2"], p[m + "ffn.b2"] = a[g + "mlp.c_proj.weight"], a[g + "mlp.c_proj.bias"]
-    p["ln_f.gamma"], p["ln_f.beta"] = a["ln_f.weight"], a["ln_f.bias"]
+    p = {}
+    for g, ms in name_map(cfg):
+        parts = np.split(np.asarray(t[g], dtype=dtype), len(ms), axis=-1)  # c_attn: (C, 3C) -> 3 x (C, C)
+        p |= {m: np.ascontiguousarray(x) for m, x in zip(ms, parts, strict=True)}  # float16/32 in the file -> dtype
     return {k: p[k] for k in M.param_shapes(cfg)}
 
 

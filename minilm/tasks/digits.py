@@ -198,6 +198,7 @@ def recordings(folder: Path, split: str | None = None, speakers=None, exclude_sp
 class Utterance:
     audio: np.ndarray  # (N,) float32 samples at 8 kHz
     sources: tuple  # the Recording of each digit, in order
+    starts: tuple = (0,)  # the sample where each recording begins
 
     @property
     def digits(self) -> tuple:
@@ -212,13 +213,16 @@ class Utterance:
         return words_of(self.digits)
 
 
-def join(clips: list[np.ndarray], rng: np.random.Generator) -> np.ndarray:
-    """The clips with 50-200 ms of Gaussian noise (std NOISE) between each two:  -> (N,) float32."""
-    parts = [clips[0]]
+def join(clips: list[np.ndarray], rng: np.random.Generator):
+    """The clips with 50-200 ms of Gaussian noise (std NOISE) between each two:  -> (N,) float32, and the
+    sample where each clip begins."""
+    parts, starts, n = [clips[0]], [0], len(clips[0])
     for clip in clips[1:]:
         gap = int(rng.integers(GAP_MS[0] * RATE // 1000, GAP_MS[1] * RATE // 1000 + 1))
         parts += [(NOISE * rng.standard_normal(gap)).astype(np.float32), clip]
-    return np.concatenate(parts)
+        starts.append(n + gap)
+        n += gap + len(clip)
+    return np.concatenate(parts), tuple(starts)
 
 
 def utterances(recs: list[Recording], n: int, seed: int, min_digits: int = 1, max_digits: int = 3) -> list[Utterance]:
@@ -241,7 +245,8 @@ def utterances(recs: list[Recording], n: int, seed: int, min_digits: int = 1, ma
             if r.path not in audio:
                 audio[r.path] = read_wav(r.path)
             clips.append(audio[r.path])
-        out.append(Utterance(join(clips, rng), tuple(chosen)))
+        samples, starts = join(clips, rng)
+        out.append(Utterance(samples, tuple(chosen), starts))
     return out
 
 

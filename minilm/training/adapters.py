@@ -338,7 +338,7 @@ def _las_config(mod, o, d):
 
 
 def _las_batch(o, d, step, rng):
-    return _speech().length_batch(d.train, o.batch_size, rng)
+    return _speech().length_batch(d.train, o.batch_size, rng, o.spec_augment)
 
 
 def _las_step(mod, params, cfg, batch, rng, carry):
@@ -395,8 +395,9 @@ ADAPTERS: dict[str, Adapter] = {
                 "Listen, Attend and Spell on spoken digits (§6.2; --task digits; --layers pyramidal BLSTMs)",
                 _las_data, _las_config, _las_batch, _las_step, _las_eval, _characters_from_dict,
                 tokens_per_batch=lambda o: o.batch_size,
-                defaults=dict(task="digits", data_dir=None, max_digits=3, train_size=6000, eval_size=300,
-                              steps=3000, batch_size=32, layers=2, hidden=64, width=128, lr=3e-3,
+                defaults=dict(task="digits", data_dir=None, held_out_speaker=None, max_digits=3, train_size=6000,
+                              eval_size=300, spec_augment=False,
+                              steps=1500, batch_size=32, layers=2, hidden=64, width=128, lr=3e-3,
                               weight_decay=0.0),
                 reads_text=False, unit="utterances", commands=("transcribe", "eval")),
     ]

@@ -98,12 +98,15 @@ class TrainOptions:
     data_dir: str | None = None  # a copy of the FSDD recordings the user has (default: the verified download)
     max_digits: int | None = None  # utterances of 1 .. max_digits digits
     train_size: int | None = None  # training utterances drawn once from the seed
+    held_out_speaker: str | None = None  # never train on this speaker; evaluate on all of their recordings
+    spec_augment: bool | None = None  # mask a random band and stretch of each training utterance's features
 
 
 # options that only some models use: a model uses those its adapter has a default for
 MODEL_OPTIONS = ("block_size", "context", "layers", "heads", "width", "hidden", "dropout", "norm", "activation",
                  "positions", "scale_embed", "tie_weights", "causal", "head_bias", "task", "direction", "max_number",
-                 "held_out", "share_vocab", "eval_size", "data_dir", "max_digits", "train_size")
+                 "held_out", "share_vocab", "eval_size", "data_dir", "max_digits", "train_size",
+                 "held_out_speaker", "spec_augment")
 TEXT_OPTIONS = ("data", "corpus", "tokenizer", "max_vocab", "vocab_size", "val_fraction")  # models that read a text
 RESUME_MAY_CHANGE = ("steps", "eval_every", "stop_after", "out", "fast", "threads", "data_dir")  # data_dir: sha256
 
