@@ -267,3 +267,13 @@ def test_train_fast_matches_plain_every_configuration(tmp_path, model, extra):
     assert set(a["params"]) == set(b["params"])
     diff = {k: float(np.abs(a["params"][k] - b["params"][k]).max()) for k in a["params"]}
     assert max(d for k, d in diff.items() if not k.endswith("attn.b_k")) < 1e-5, diff  # b_k: see above
+
+
+@pytest.mark.parametrize("kind", ["nanogpt", "the-text", "masked-lm"])
+def test_fast_logits_match_plain_forward(kind):
+    """The forward alone (evaluation: no dropout), as minilm.transformer.forward."""
+    cfg, p, x, _ = gpt(kind)
+    logits, _ = tr.forward(p, cfg, x)
+    fast = FastTransformer(cfg, p, np.float64)
+    assert np.abs(fast.logits(x) - logits).max() <= TOL * np.abs(logits).max()
+    assert np.abs(fast.logits(x[:1, :5]) - tr.forward(p, cfg, x[:1, :5])[0]).max() <= TOL * np.abs(logits).max()

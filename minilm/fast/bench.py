@@ -316,17 +316,18 @@ def cmd_bench(args) -> int:
             raise SystemExit(f"unknown workload {w!r}; choose from {', '.join(WORKLOADS)}")
     use_torch = not args.no_torch and torch_available()
     log = (lambda *a, **k: print(*a, file=sys.stderr, **k)) if args.json else print
+    if args.profile:
+        from minilm.fast import profile
+
+        log(f"per-op profile (one thread, CPU time; minilm/fast/profile.py); {os.cpu_count()} CPUs, "
+            f"load average {os.getloadavg()[0]:.1f}")
+        profile.run(log)
+        return 0
     log(f"{len(workloads)} workload(s), {args.rounds} round(s) of {args.steps} steps after {args.warmup} warm-up; "
         f"torch: {'yes' if use_torch else 'not installed, skipped'}")
     load = os.getloadavg()[0]
     log(f"{os.cpu_count()} CPUs, load average {load:.1f} before the run (other processes slow every contender)")
     log(HEADER)
-    if args.profile:
-        from minilm.fast import profile
-
-        log("\nper-op profile (one thread, CPU time; minilm/fast/profile.py):")
-        profile.run(log)
-        return 0
     results = run(workloads, args.steps, args.warmup, args.rounds, use_torch, args.plain, log)
     goals = goal_rows(results)
     after = os.getloadavg()[0]

@@ -168,10 +168,17 @@ class FastTransformer:
         with one_thread() as split:
             return self._forward_backward(idx, targets, rng, K.matmul_split if split else K.matmul)
 
+    def logits(self, idx: np.ndarray) -> np.ndarray:
+        """minilm.transformer.forward(params, cfg, idx)[0] (evaluation: no dropout): (B, T) ids -> (B, T, V)."""
+        if n_threads() == 1:
+            return self._forward_backward(idx, None, None, K.matmul)
+        with one_thread() as split:
+            return self._forward_backward(idx, None, None, K.matmul_split if split else K.matmul)
+
     def _check(self, idx, targets):
         cfg = self.cfg
         idx = check_ids(idx, cfg.vocab_size, "idx")
-        targets = np.asarray(targets)
+        targets = np.zeros(idx.shape, np.int64) if targets is None else np.asarray(targets)
         if idx.ndim != 2 or targets.shape != idx.shape:
             raise ValueError(f"idx and targets must both have shape (B, T), got {idx.shape} and {targets.shape}")
         check_ids(targets[targets != IGNORE_INDEX], cfg.vocab_size, "targets")
@@ -186,8 +193,10 @@ class FastTransformer:
         m /= m.dtype.type(1 - p)
         x *= m
 
-    def _forward_backward(self, idx, targets, rng, mm) -> float:
+    def _forward_backward(self, idx, targets, rng, mm):
+        """The step; with ``targets`` None, the forward alone without dropout, returning a copy of the logits."""
         cfg, P, G = self.cfg, self.flat.raw, self.flat.graw
+        train = targets is not None
         idx, targets = self._check(idx, targets)
         B, T = idx.shape
         ws = self._workspace(B, T)
@@ -195,7 +204,7 @@ class FastTransformer:
         hs = C // cfg.n_head
         scale = dt(1 / math.sqrt(hs))
         emb_scale = dt(math.sqrt(C)) if getattr(cfg, "scale_embed", False) else None
-        post, drop = cfg.norm == "post", bool(cfg.dropout)
+        post, drop = cfg.norm == "post", bool(cfg.dropout) and train
         x, tmp = ws["x"], ws["tmp"]
         ids = idx.reshape(-1)
 
@@ -247,6 +256,8 @@ class FastTransformer:
         logits = ws["logits"]
         mm(final, W_head, logits)  # (M, C) x (C, V) -> (M, V)
         logits += P["lm_head.b"]
+        if not train:
+            return logits.reshape(B, T, -1).copy()  # (B, T, V)
         loss = K.cross_entropy_inplace(logits, targets.reshape(-1), ws["ones_v"], IGNORE_INDEX)  # -> dlogits
 
         # ---- backward ----

@@ -98,7 +98,8 @@ def profile_lstm(steps: int = 10, log=print) -> dict:
     rows["per call: stacked products, copies"] = total - sum(rows.values())
     log(f"fast LSTM 128 -> 128, T 64, B 32, forward + backward, one thread: {total:.1f} ms CPU")
     for k, ms in rows.items():
-        log(f"  {k:<34} {ms:8.2f} ms  {ms / 64 * 1e3 if k.startswith('per step') else float('nan'):7.1f} us/step")
+        per_step = f"{ms / 64 * 1e3:7.1f} us per time step" if k.startswith("per step") else ""
+        log(f"  {k:<34} {ms:8.2f} ms  {per_step}")
     return {"total_ms": total, "ops": rows}
 
 

@@ -23,6 +23,8 @@ same batches, masks and dropout, and a checkpoint of either resumes in either.
 
 from __future__ import annotations
 
+import numpy as np
+
 from minilm import mlm
 from minilm.fast.gpt import FastTransformer, supports
 from minilm.fast.lstm_lm import FastLSTMLM
@@ -38,6 +40,25 @@ def unsupported(o, cfg) -> str | None:
     if o.model in ("ngram", "lstm"):
         return None
     return f"--fast has no fast path for --model {o.model} yet; drop --fast to train it the plain way"
+
+
+class _FastForward:
+    """The plain model's module, with ``forward`` answered by the fast Transformer (evaluation while
+    training --fast): the windows go through in chunks of the training batch, in the training step's
+    own buffers, so scoring the validation split adds no memory of its own.  Anything the fast forward
+    does not do (padding masks, training mode) goes to the plain module, as does every other name."""
+
+    def __init__(self, model, plain, batch_size: int):
+        self.model, self.plain, self.batch_size = model, plain, batch_size
+
+    def forward(self, params, cfg, idx, **kw):
+        if kw.get("pad_mask") is not None or kw.get("train") or params is not self.model.params:
+            return self.plain.forward(params, cfg, idx, **kw)
+        n = self.batch_size
+        return np.concatenate([self.model.logits(idx[i : i + n]) for i in range(0, len(idx), n)]), None
+
+    def __getattr__(self, name):
+        return getattr(self.plain, name)
 
 
 def _pairs(carry):
@@ -58,6 +79,8 @@ def attach(s):
     model.load_opt_state(s.opt_state)
     s.params, s.opt_state = model.params, model.opt_state()
     o = s.o
+    if o.model in ("transformer", "mlm"):
+        s.mod = _FastForward(model, s.mod, o.batch_size)
     hyper = dict(weight_decay=o.weight_decay, max_norm=o.clip)
 
     def step(batch, lr, carry):
