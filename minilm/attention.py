@@ -197,6 +197,37 @@ def mha_weights(cache) -> np.ndarray:
     return attention_weights(cache[3])
 
 
+def mha_cached_forward(x, past, W_q, b_q, W_k, b_k, W_v, b_v, W_o, b_o, n_head: int):
+    """Causal self-attention of T new positions that also read the keys and values of t earlier ones.
+
+        K = [K_past; x W_k + b_k],   V = [V_past; x W_v + b_v],   out = MultiHead(x W_q + b_q, K, V) W^O
+
+    This is KV-cache decoding (§6.3 text generation): under a causal mask the
+    keys and values of a position never change once it has been read, so a
+    decoder that writes one token at a time keeps them (the *KV cache*) and
+    computes, per new token, one row of Q, K and V instead of all t + 1.  With
+    ``past`` None it is ``mha_forward(x, x, ..., causal_mask(T))`` and also
+    returns the K and V it computed.
+
+    Inputs:  x (B, T, C) the new positions t .. t + T - 1; past (K, V), each
+             (B, H, t, hs), or None (t = 0); the eight arrays and n_head as mha_forward.
+    Returns: out (B, T, C), present (K, V), each (B, H, t + T, hs).  No
+             backward: this path is for generation (training reads whole windows).
+    """
+    T = x.shape[-2]
+    Q, _ = linear_forward(x, W_q, b_q)  # (B, T, C) x (C, C) -> (B, T, C)
+    K, _ = linear_forward(x, W_k, b_k)  # (B, T, C)
+    V, _ = linear_forward(x, W_v, b_v)  # (B, T, C)
+    K, V = split_heads(K, n_head), split_heads(V, n_head)  # (B, H, T, hs) each
+    if past is not None:
+        K = np.concatenate([past[0], K], axis=-2)  # (B, H, t, hs) ++ (B, H, T, hs) -> (B, H, t + T, hs)
+        V = np.concatenate([past[1], V], axis=-2)  # (B, H, t + T, hs)
+    mask = causal_mask(T, K.shape[-2])  # (T, t + T): new query i sees keys 0 .. t + i
+    heads, _ = attention_forward(split_heads(Q, n_head), K, V, mask)  # (B, H, T, hs)
+    out, _ = linear_forward(merge_heads(heads), W_o, b_o)  # (B, T, C) x (C, C) -> (B, T, C)
+    return out, (K, V)
+
+
 MHA_KEYS = ("W_q", "b_q", "W_k", "b_k", "W_v", "b_v", "W_o", "b_o")  # mha_forward's parameter order
 
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from minilm.activations import gelu_backward, gelu_forward, relu_backward, relu_forward
-from minilm.attention import MHA_KEYS, init_mha, mha_backward, mha_forward, mha_params, mha_weights
+from minilm.attention import MHA_KEYS, init_mha, mha_backward, mha_cached_forward, mha_forward, mha_params, mha_weights
 from minilm.dropout import dropout_backward, dropout_forward
 from minilm.layernorm import layernorm_backward, layernorm_forward
 from minilm.linear import linear_backward, linear_forward
@@ -104,6 +104,41 @@ def block_forward(x, params, prefix: str, cfg, mask=None, *, train: bool = False
     cache = {"prefix": prefix, "norm": cfg.norm, "attn": c_attn, "d1": c_d1, "ln1": c_ln1,
              "ffn": c_ffn, "d2": c_d2, "ln2": c_ln2}
     return y, cache
+
+
+def block_cached_forward(x, past, params, prefix: str, cfg):
+    """The block of ``block_forward`` (causal, no dropout) on T new positions, reading the keys and
+    values ``past`` of the t positions before them (minilm.attention.mha_cached_forward):
+
+        post:  h = LN1(x + MHA(x | past)),   y = LN2(h + FFN(h))
+        pre:   h = x + MHA(LN1(x) | past),   y = h + FFN(LN2(h))
+
+    Only attention mixes positions; LayerNorm, the FFN and the residuals act
+    on each position alone, so they run on the T new rows only.
+    Inputs:  x (B, T, C); past (K, V), each (B, H, t, hs), or None.
+    Returns: y (B, T, C), present (K, V), each (B, H, t + T, hs).
+    """
+    attn_w = mha_params(params, prefix + "attn.")
+    ln1 = params[prefix + "ln1.gamma"], params[prefix + "ln1.beta"]
+    if cfg.norm == "post":
+        a, present = mha_cached_forward(x, past, *attn_w, cfg.n_head)  # (B, T, C)
+        h, _ = layernorm_forward(x + a, *ln1)  # (B, T, C)
+    else:
+        n1, _ = layernorm_forward(x, *ln1)  # (B, T, C)
+        a, present = mha_cached_forward(n1, past, *attn_w, cfg.n_head)  # (B, T, C)
+        h = x + a  # (B, T, C)
+    if cfg.ffn == "none":
+        return h, present
+    ffn_w = [params[prefix + "ffn." + k] for k in FFN_KEYS]
+    ln2 = params[prefix + "ln2.gamma"], params[prefix + "ln2.beta"]
+    if cfg.norm == "post":
+        f, _ = ffn_forward(h, *ffn_w, cfg.ffn)  # (B, T, C)
+        y, _ = layernorm_forward(h + f, *ln2)  # (B, T, C)
+    else:
+        n2, _ = layernorm_forward(h, *ln2)  # (B, T, C)
+        f, _ = ffn_forward(n2, *ffn_w, cfg.ffn)  # (B, T, C)
+        y = h + f  # (B, T, C)
+    return y, present
 
 
 def block_backward(dy, cache):

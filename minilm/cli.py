@@ -68,12 +68,28 @@ def cmd_train(args) -> int:
     return run_exit_status(m, opts.out)
 
 
-def cmd_sample(args) -> int:
-    """Generate text from a checkpoint."""
-    from minilm.training.adapters import load_run, sample_run
+def _threads(run, rows: int, requested):
+    """BLAS threads for a command that uses ``run``: minilm.training.threads decides unless --threads is given."""
+    from minilm.training.threads import blas_threads, choose
 
-    run = load_run(args.checkpoint)
-    print(sample_run(run, args.prompt, args.tokens, args.temperature, args.top_k, args.seed))
+    return blas_threads(choose(run.params, rows, requested)[0])
+
+
+def cmd_sample(args) -> int:
+    """Generate text from a checkpoint, or from a GPT-2 directory (--from-hf)."""
+    from minilm.training.adapters import load_run, sample_run, transformer_run
+
+    if (args.checkpoint is None) == (args.from_hf is None):
+        raise ValueError("give --checkpoint PATH or --from-hf DIR (one of them)")
+    if args.from_hf is not None:
+        from minilm.hub import gpt2
+
+        run = transformer_run(*gpt2.load(args.from_hf), args.from_hf)
+    else:
+        run = load_run(args.checkpoint)
+    with _threads(run, 1, args.threads):
+        print(sample_run(run, args.prompt, args.tokens, args.temperature, args.top_k, args.seed,
+                         top_p=args.top_p, cache=args.cache))
     return 0
 
 
@@ -99,9 +115,26 @@ def cmd_eval(args) -> int:
         d = validation_data(run, log=lambda *a, **k: None)
         ids = d.val_final if d.val_final is not None else d.val
         where = f"the validation set of {d.source}"
-    r = evaluate_run(run, ids)
+    with _threads(run, 512, args.threads):
+        r = evaluate_run(run, ids)
     print(f"{format_scores(r)} over {r.get('tokens', r.get('sentences', len(ids))):,} "
           f"{'tokens' if 'tokens' in r else 'examples'} of {where}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    """Write a checkpoint's model in another format (--format hf: a GPT-2 directory)."""
+    from minilm.hub import gpt2
+    from minilm.training.adapters import load_run
+
+    run = load_run(args.checkpoint)
+    if run.adapter.name != "transformer":
+        raise ValueError(f"{args.checkpoint} holds a {run.adapter.name} model; GPT-2 is a causal Transformer LM "
+                         f"(--model transformer)")
+    paths = gpt2.save(args.dir, run.params, run.cfg, run.tokenizer)
+    print(f"wrote {', '.join(p.name for p in paths)} to {args.dir}/ (GPT-2, {run.cfg.n_layer} layers, width "
+          f"{run.cfg.n_embd}, vocabulary {run.cfg.vocab_size}); transformers reads it with "
+          f"GPT2LMHeadModel.from_pretrained({str(args.dir)!r})")
     return 0
 
 
@@ -111,7 +144,9 @@ def cmd_translate(args) -> int:
     from minilm.training.translation import translate_texts
 
     run = load_run(args.checkpoint)
-    for text, out in zip(args.text, translate_texts(run, args.text, args.beam), strict=True):
+    with _threads(run, len(args.text) * args.beam, args.threads):
+        translated = translate_texts(run, args.text, args.beam)
+    for text, out in zip(args.text, translated, strict=True):
         print(f"{text}\t{out}")
     return 0
 
@@ -147,7 +182,7 @@ def add_train_parser(sub) -> None:
         return "\n".join(lines)
 
     epilog = "each model's defaults (minilm/training/adapters.py):\n" + "\n".join(
-        wrapped(name, [flag(k, v) for k, v in a.defaults.items()]) for name, a in ADAPTERS.items())
+        wrapped(name, [flag(k, v) for k, v in a.defaults.items() if v is not None]) for name, a in ADAPTERS.items())
     t = sub.add_parser("train", help="train a model", argument_default=argparse.SUPPRESS,
                        description="Train a model; an option left out takes the model's default.", epilog=epilog,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -177,12 +212,18 @@ def add_train_parser(sub) -> None:
     t.add_argument("--positions", choices=["sinusoidal", "learned"], help="positional encoding (sinusoidal)")
     t.add_argument("--scale-embed", action=argparse.BooleanOptionalAction,
                    help="multiply token embeddings by sqrt(C) before adding positions (on, as in the text)")
+    t.add_argument("--head-bias", action=argparse.BooleanOptionalAction,
+                   help="a bias on the output layer (on); GPT-2 has none")
+    t.add_argument("--init-from", metavar="DIR", help="fine-tune a GPT-2 directory (config.json, model.safetensors, "
+                   "vocab.json, merges.txt): its architecture and tokenizer, --block-size windows")
     t.add_argument("--tie-weights", action=argparse.BooleanOptionalAction,
                    help="share the token embedding with the output projection (off)")
     t.add_argument("--causal-mask", dest="causal", action=argparse.BooleanOptionalAction,
                    help="--no-causal-mask reproduces the text's bug: each position sees the token it predicts")
-    t.add_argument("--tokenizer", choices=["char", "word"], help="characters (default) or words")
+    t.add_argument("--tokenizer", choices=["char", "word", "bpe"],
+                   help="characters (default), words, or byte-level BPE (GPT-2's)")
     t.add_argument("--max-vocab", type=int, metavar="N", help="word tokenizer: vocabulary cap incl. <unk>")
+    t.add_argument("--vocab-size", type=int, metavar="N", help="bpe: 256 bytes + learned merges (1000)")
     t.add_argument("--val-fraction", type=float, metavar="F", help="last fraction held out (0.1)")
     t.add_argument("--lr", type=float, help="peak learning rate")
     t.add_argument("--min-lr", type=float, help="learning rate at the end of the cosine (lr / 10)")
@@ -193,8 +234,10 @@ def add_train_parser(sub) -> None:
     t.add_argument("--clip", type=float, help="clip the global gradient norm to this; 0 = off (1.0)")
     t.add_argument("--eval-every", type=int, metavar="N", help="score the whole validation split every N steps")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
-    t.add_argument("--fast", action="store_true", help="train with minilm.fast where the model has a fast path "
-                   "(pre-LN Transformer without dropout, n-gram): same formulas and checkpoints, faster (README)")
+    t.add_argument("--threads", type=int, metavar="N", help="BLAS threads (default: chosen from the model's "
+                   "products and the machine's load, see minilm/training/threads.py)")
+    t.add_argument("--fast", action="store_true", help="train with minilm.fast (the language models; "
+                   "seq2seq and las refuse it): same formulas, batches and checkpoints, faster (README)")
     t.add_argument("--task", choices=[*TASKS, *SPEECH_TASKS],
                    help="seq2seq: the generated task (numbers); las: spoken digits (digits)")
     t.add_argument("--direction", choices=list(DIRECTIONS), help="seq2seq: en-zh (default) or zh-en")
@@ -228,6 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Translate number words with a checkpoint of --model seq2seq.")
     tr.add_argument("--checkpoint", required=True, metavar="PATH")
     tr.add_argument("--beam", type=int, default=1, metavar="K", help="beam search with K prefixes (1 = greedy)")
+    tr.add_argument("--threads", type=int, default=None, metavar="N", help="BLAS threads (default: chosen)")
     tr.add_argument("text", nargs="+", help='e.g. "three thousand and forty-two" (or 三千零四十二 for zh-en)')
     tr.set_defaults(fn=cmd_translate)
     tc = sub.add_parser("transcribe", help="transcribe spoken digits with a las checkpoint",
@@ -237,16 +281,30 @@ def build_parser() -> argparse.ArgumentParser:
     tc.add_argument("files", nargs="+", metavar="FILE.wav")
     tc.set_defaults(fn=cmd_transcribe)
     s = sub.add_parser("sample", help="generate text from a checkpoint")
-    s.add_argument("--checkpoint", required=True, metavar="PATH")
+    s.add_argument("--checkpoint", metavar="PATH")
+    s.add_argument("--from-hf", metavar="DIR", help="a GPT-2 directory (config.json, model.safetensors, vocab.json, "
+                   "merges.txt) instead of a checkpoint")
     s.add_argument("--prompt", default="", help="text to continue (masked LM: text with [MASK] to fill in)")
     s.add_argument("--tokens", type=int, default=300, metavar="N", help="how many tokens to generate (300)")
     s.add_argument("--temperature", type=float, default=0.8, metavar="T", help="0 = greedy (0.8)")
     s.add_argument("--top-k", type=int, default=None, metavar="K", help="sample among the K likeliest tokens")
+    s.add_argument("--top-p", type=float, default=None, metavar="P",
+                   help="sample among the likeliest tokens whose mass first reaches P (nucleus sampling)")
     s.add_argument("--seed", type=int, default=0, metavar="S")
+    s.add_argument("--threads", type=int, default=None, metavar="N", help="BLAS threads (default: chosen)")
+    s.add_argument("--cache", action=argparse.BooleanOptionalAction, default=True,
+                   help="keep each layer's keys and values (on); --no-cache recomputes the window every step")
     s.set_defaults(fn=cmd_sample)
+    x = sub.add_parser("export", help="write a checkpoint's model in another format (GPT-2, Hugging Face)")
+    x.add_argument("--format", choices=["hf"], default="hf",
+                   help="hf: config.json, model.safetensors, vocab.json, merges.txt of a GPT-2 (the only one)")
+    x.add_argument("--checkpoint", required=True, metavar="PATH")
+    x.add_argument("dir", metavar="DIR", help="the directory to write (new, or without those files)")
+    x.set_defaults(fn=cmd_export)
     e = sub.add_parser("eval", help="loss and perplexity of a checkpoint")
     e.add_argument("--checkpoint", required=True, metavar="PATH")
     e.add_argument("--data", metavar="FILE", help="score all of this file instead of the validation split")
+    e.add_argument("--threads", type=int, default=None, metavar="N", help="BLAS threads (default: chosen)")
     e.add_argument("--data-dir", metavar="DIR", help="las: where the FSDD recordings are, if not where trained")
     e.set_defaults(fn=cmd_eval)
     add_bench_subcommand(sub)

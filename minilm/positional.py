@@ -39,12 +39,16 @@ from minilm.embedding import embedding_backward, embedding_forward
 from minilm.validate import check_float
 
 
-def sinusoidal_table(T: int, C: int, dtype=np.float64) -> np.ndarray:
-    """PE (T, C), interleaved: column 2i is sin(t w_i), column 2i+1 is cos(t w_i), w_i = 10000^(-2i/C)."""
+def sinusoidal_table(T: int, C: int, dtype=np.float64, start: int = 0) -> np.ndarray:
+    """PE (T, C), interleaved: column 2i is sin(t w_i), column 2i+1 is cos(t w_i), w_i = 10000^(-2i/C).
+
+    Row r is position t = start + r (``start`` > 0: the positions of tokens fed after ``start`` others,
+    as in KV-cache decoding); each row is the same number whatever ``start`` is.
+    """
     if C % 2:
         raise ValueError(f"sinusoidal positions need an even width C (sin/cos pairs), got C = {C}")
     ### BEGIN SOLUTION
-    t = np.arange(T)[:, None]  # (T, 1)
+    t = np.arange(start, start + T)[:, None]  # (T, 1), positions start .. start + T - 1
     w = np.exp(np.arange(0, C, 2) * (-np.log(10000.0) / C))  # (C/2,), the frequencies w_i
     pe = np.zeros((T, C))  # (T, C)
     pe[:, 0::2] = np.sin(t * w)  # (T, C/2)
@@ -53,15 +57,16 @@ def sinusoidal_table(T: int, C: int, dtype=np.float64) -> np.ndarray:
     return pe.astype(dtype)  # computed in float64, then cast once
 
 
-def sinusoidal_forward(x: np.ndarray, *, scale_embed: bool):
-    """y = x * sqrt(C) + PE[:T]  (scale_embed, as the text's §5.1)  or  y = x + PE[:T].
+def sinusoidal_forward(x: np.ndarray, *, scale_embed: bool, start: int = 0):
+    """y = x * sqrt(C) + PE[start:start+T]  (scale_embed, as the text's §5.1)  or  y = x + PE[start:start+T].
 
-    Inputs:  x (..., T, C) token embeddings.  Returns: y (..., T, C), cache.
+    Inputs:  x (..., T, C) token embeddings at positions start .. start + T - 1 (start = 0 but in
+             KV-cache decoding).  Returns: y (..., T, C), cache.
     """
     check_float(x, "x", min_ndim=2)
     T, C = x.shape[-2:]
     scale = x.dtype.type(np.sqrt(C)) if scale_embed else x.dtype.type(1)
-    y = x * scale + sinusoidal_table(T, C, x.dtype)  # (..., T, C) + (T, C)
+    y = x * scale + sinusoidal_table(T, C, x.dtype, start)  # (..., T, C) + (T, C)
     return y, scale
 
 
@@ -74,25 +79,27 @@ def sinusoidal_backward(dy: np.ndarray, cache):
     return dx
 
 
-def learned_position_forward(x: np.ndarray, wpe: np.ndarray, *, scale_embed: bool):
-    """y = x * sqrt(C) + wpe[:T]  (scale_embed)  or  y = x + wpe[:T].
+def learned_position_forward(x: np.ndarray, wpe: np.ndarray, *, scale_embed: bool, start: int = 0):
+    """y = x * sqrt(C) + wpe[start:start+T]  (scale_embed)  or  y = x + wpe[start:start+T].
 
-    Inputs:  x (..., T, C), wpe (block_size, C) with block_size >= T.
+    Inputs:  x (..., T, C) at positions start .. start + T - 1, wpe (block_size, C) with
+             block_size >= start + T.
     Returns: y (..., T, C), cache.
     """
     check_float(wpe, "wpe", min_ndim=2)
     check_float(x, "x", min_ndim=2, last_dim=wpe.shape[1])
     T, C = x.shape[-2:]
-    if T > wpe.shape[0]:
-        raise ValueError(f"sequence length T = {T} exceeds the {wpe.shape[0]} learned positions (block_size)")
+    if start + T > wpe.shape[0]:
+        raise ValueError(f"sequence length T = {T} exceeds the {wpe.shape[0]} learned positions (block_size)"
+                         + (f" when it starts at position {start}" if start else ""))
     scale = x.dtype.type(np.sqrt(C)) if scale_embed else x.dtype.type(1)
-    pos, c_emb = embedding_forward(np.arange(T), wpe)  # (T, C), rows 0..T-1 of wpe
+    pos, c_emb = embedding_forward(np.arange(start, start + T), wpe)  # (T, C), rows start..start+T-1 of wpe
     y = x * scale + pos  # (..., T, C) + (T, C)
     return y, (scale, c_emb)
 
 
 def learned_position_backward(dy: np.ndarray, cache):
-    """dx = dy * sqrt(C) (or dy);  dwpe[t] = sum over leading dims of dy[..., t, :] for t < T, 0 beyond."""
+    """dx = dy * sqrt(C) (or dy);  dwpe[t] = sum over leading dims of dy[..., t, :] for the T rows used, 0 elsewhere."""
     scale, c_emb = cache
     ### BEGIN SOLUTION
     dx = dy * scale  # (..., T, C)

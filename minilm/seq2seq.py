@@ -45,6 +45,7 @@ from minilm.attention import (
     init_mha,
     key_padding_mask,
     mha_backward,
+    mha_cached_forward,
     mha_forward,
     mha_params,
     mha_weights,
@@ -185,6 +186,42 @@ def decoder_block_backward(dout, cache):
     return dy, dmem, {c["prefix"] + k: v for k, v in g.items()}
 
 
+def decoder_block_cached_forward(y, past, mem, params, prefix: str, cfg, cross_mask):
+    """The decoder block (no dropout) on T new target positions whose causal self-attention also
+    reads the keys and values ``past`` of the t positions before them (minilm.attention.mha_cached_forward):
+
+        post:  h1 = LN1(y + SA(y | past)),   h2 = LN2(h1 + CA(h1, m)),   out = LN3(h2 + FFN(h2))
+        pre:   h1 = y + SA(LN1(y) | past),   h2 = h1 + CA(LN2(h1), m),   out = h2 + FFN(LN3(h2))
+
+    Cross-attention reads the encoder output m afresh (S source positions, a
+    dozen tokens here): only the self-attention's keys and values grow with
+    the output.  Inputs: y (B, T, C); past (K, V), each (B, H, t, hs), or None;
+    mem (B, S, C); cross_mask broadcastable to (B, H, T, S).
+    Returns: out (B, T, C), present (K, V), each (B, H, t + T, hs).
+    """
+    sa, ca = mha_params(params, prefix + "self."), mha_params(params, prefix + "cross.")
+    ffn_w = [params[prefix + "ffn." + k] for k in ("W1", "b1", "W2", "b2")]
+    ln1, ln2, ln3 = (_ln(params, prefix + n) for n in DEC_LN)
+    if cfg.norm == "post":
+        a, present = mha_cached_forward(y, past, *sa, cfg.n_head)  # (B, T, C)
+        h1, _ = layernorm_forward(y + a, *ln1)  # (B, T, C)
+        b, _ = mha_forward(h1, mem, *ca, cfg.n_head, cross_mask)  # (B, T, C)
+        h2, _ = layernorm_forward(h1 + b, *ln2)  # (B, T, C)
+        f, _ = ffn_forward(h2, *ffn_w, cfg.ffn)  # (B, T, C)
+        out, _ = layernorm_forward(h2 + f, *ln3)  # (B, T, C)
+    else:
+        n1, _ = layernorm_forward(y, *ln1)  # (B, T, C)
+        a, present = mha_cached_forward(n1, past, *sa, cfg.n_head)  # (B, T, C)
+        h1 = y + a  # (B, T, C)
+        n2, _ = layernorm_forward(h1, *ln2)  # (B, T, C)
+        b, _ = mha_forward(n2, mem, *ca, cfg.n_head, cross_mask)  # (B, T, C)
+        h2 = h1 + b  # (B, T, C)
+        n3, _ = layernorm_forward(h2, *ln3)  # (B, T, C)
+        f, _ = ffn_forward(n3, *ffn_w, cfg.ffn)  # (B, T, C)
+        out = h2 + f  # (B, T, C)
+    return out, present
+
+
 def decoder_block_shapes(C: int, prefix: str = "") -> dict[str, tuple[int, ...]]:
     """Name and shape of each decoder-block parameter, F = 4C."""
     enc = block_shapes(C)  # attn.*, ln1.*, ffn.*, ln2.*
@@ -316,6 +353,33 @@ def decode(params, cfg: Seq2SeqConfig, mem, keep, tgt_in, *, train: bool = False
     return logits, {"emb": c_emb, "blocks": c_blocks, "ln_f": c_lnf, "head": c_head}
 
 
+def decode_cached(params, cfg: Seq2SeqConfig, mem, keep, tgt_new, past=None):
+    """The logits of ``decode`` for T new target tokens after the t whose self-attention keys and
+    values each decoder block keeps in ``past`` (the KV cache; minilm.transformer.forward_cached
+    for the same idea in the LM).  Positions are t .. t + T - 1.
+
+    Inputs:  mem (B, S, C), keep (B, S) as decode; tgt_new (B, T) ids; past a list of
+             n_dec_layer pairs (K, V), each (B, H, t, hs), or None.
+    Returns: logits (B, T, V), present (the pairs, each (B, H, t + T, hs)).
+    """
+    t = 0 if past is None else past[0][0].shape[-2]
+    tgt_new = check_ids(tgt_new, cfg.vocab_size, "tgt_new")
+    if tgt_new.ndim != 2 or t + tgt_new.shape[1] > cfg.block_size:
+        raise ValueError(f"{t} cached + {tgt_new.shape[-1]} new target tokens exceed block_size = {cfg.block_size}")
+    y, _ = embedding_forward(tgt_new, _table(params, cfg, "tgt"))  # (B, T, C)
+    y, _ = sinusoidal_forward(y, scale_embed=cfg.scale_embed, start=t)  # (B, T, C), positions t .. t+T-1
+    cross_mask = key_padding_mask(keep)  # (B, 1, 1, S)
+    present = []
+    for l in range(cfg.n_dec_layer):
+        y, kv = decoder_block_cached_forward(y, None if past is None else past[l], mem, params, f"dec{l}.", cfg,
+                                             cross_mask)  # (B, T, C)
+        present.append(kv)
+    if cfg.norm == "pre":
+        y, _ = layernorm_forward(y, *_ln(params, "dec.ln_f"))  # (B, T, C)
+    logits, _ = linear_forward(y, params["head.W"], params["head.b"])  # (B, T, C) x (C, V) -> (B, T, V)
+    return logits, present
+
+
 def forward(params, cfg: Seq2SeqConfig, src, tgt_in, *, train: bool = False, rng=None):
     """logits (B, T, V) of p(y_t | y_<t, x) for every target position at once (teacher forcing).
 
@@ -388,21 +452,41 @@ def loss(params, cfg: Seq2SeqConfig, src, tgt, *, train: bool = False, rng=None)
     return _loss(params, cfg, src, tgt, train, rng)[0]
 
 
-def next_logits_fn(params, cfg: Seq2SeqConfig, src):
+def next_logits_fn(params, cfg: Seq2SeqConfig, src, *, cache: bool = True):
     """For minilm.translate: encode src (n, S) once, then map (prefix (N, t), rows (N,)) to the
     next-token logits (N, V) of each prefix, prefix i translating source row rows[i].
 
-    The decoder reruns over the whole prefix at each step (no cache of past
-    keys and values): simple, and cheap for sentences of a dozen tokens.
+    With ``cache`` the decoder keeps each prefix's self-attention keys and
+    values from the previous call and reads only its newest token.  A prefix
+    is recognised by its source row and tokens: prefix i extends the previous
+    call's prefix of the same row equal to prefix[i, :-1] (the keys and values
+    depend on the source through cross-attention), so greedy decoding (rows kept) and beam search
+    (rows reordered and repeated by their parent beams) both find their
+    cache rows without telling.  A prefix with no parent there is decoded
+    whole.  ``cache=False`` reruns the decoder over every prefix each step,
+    the reference the cached logits equal.
     """
     mem, c_enc = encode(params, cfg, src)  # (n, S, C)
     keep = c_enc["keep"]  # (n, S)
+    state = {"rows": {}, "past": None}  # the previous call's prefixes (tuple -> row) and their cache
 
-    def next_logits(prefix, rows):
+    def full(prefix, rows):
         logits, _ = decode(params, cfg, mem[rows], keep[rows], prefix)  # (N, t, V)
         return logits[:, -1]  # (N, V)
 
-    return next_logits
+    def cached(prefix, rows):
+        rows = np.asarray(rows)  # (N,)
+        parent = [state["rows"].get((r, tuple(p[:-1]))) for r, p in zip(rows.tolist(), prefix.tolist(), strict=True)]
+        if state["past"] is not None and None not in parent:
+            past = [(K[parent], V[parent]) for K, V in state["past"]]  # (N, H, t - 1, hs) each
+            logits, present = decode_cached(params, cfg, mem[rows], keep[rows], prefix[:, -1:], past)  # (N, 1, V)
+        else:
+            logits, present = decode_cached(params, cfg, mem[rows], keep[rows], prefix)  # (N, t, V)
+        state["rows"] = {(r, tuple(p)): i for i, (r, p) in enumerate(zip(rows.tolist(), prefix.tolist(), strict=True))}
+        state["past"] = present
+        return logits[:, -1]  # (N, V)
+
+    return cached if cache else full
 
 
 def cross_attention_maps(cache) -> np.ndarray:

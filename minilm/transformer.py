@@ -21,7 +21,11 @@ Parameters live in one dict, keys: ``wte`` (V, C); ``wpe`` (block_size, C)
 with learned positions; for each layer l, ``h{l}.attn.W_q`` ... ``h{l}.attn.b_o``,
 ``h{l}.ln1.gamma/beta``, ``h{l}.ffn.W1/b1/W2/b2``, ``h{l}.ln2.gamma/beta`` (no ffn, ln2 with ``ffn="none"``);
 ``ln_f.gamma/beta`` (pre-LN with ``final_norm``); ``lm_head.W`` (C, V) unless
-the weights are tied (then W_head = wte^T); ``lm_head.b`` (V,).
+the weights are tied (then W_head = wte^T); ``lm_head.b`` (V,) unless ``head_bias`` is off.
+
+Generation can keep each layer's keys and values (``forward_cached``, the
+KV cache): the logits are those of ``forward`` on the whole sequence, and a
+new token costs one position's work instead of t.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from minilm.block import (
     ACTIVATIONS,
     block_attention_weights,
     block_backward,
+    block_cached_forward,
     block_forward,
     block_shapes,
     init_block,
@@ -76,6 +81,7 @@ class TransformerConfig:
     dropout: float = 0.0  # after the embeddings and on each sublayer's output (not on attention weights)
     final_norm: bool = True  # pre-LN only: a LayerNorm after the last block (post-LN already ends in one)
     mask_token: int | None = None  # the id of [MASK] (masked LM only)
+    head_bias: bool = True  # False: the output layer has no bias b_head (GPT-2's has none)
 
     def __post_init__(self):
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
@@ -107,7 +113,8 @@ def param_shapes(cfg: TransformerConfig) -> dict[str, tuple[int, ...]]:
         shapes |= {"ln_f.gamma": (C,), "ln_f.beta": (C,)}
     if not cfg.tie_weights:
         shapes["lm_head.W"] = (C, V)
-    shapes["lm_head.b"] = (V,)
+    if cfg.head_bias:
+        shapes["lm_head.b"] = (V,)
     return shapes
 
 
@@ -128,7 +135,8 @@ def init_params(cfg: TransformerConfig, rng: np.random.Generator, dtype=np.float
         p["ln_f.gamma"], p["ln_f.beta"] = np.ones(C, dtype), np.zeros(C, dtype)
     if not cfg.tie_weights:
         p["lm_head.W"] = (rng.standard_normal((C, V)) / np.sqrt(C)).astype(dtype)  # (C, V)
-    p["lm_head.b"] = np.zeros(V, dtype)  # (V,)
+    if cfg.head_bias:
+        p["lm_head.b"] = np.zeros(V, dtype)  # (V,)
     return p
 
 
@@ -186,7 +194,7 @@ def forward(params, cfg: TransformerConfig, idx, *, pad_mask=None, train: bool =
     if cfg.norm == "pre" and cfg.final_norm:
         x, c_lnf = layernorm_forward(x, params["ln_f.gamma"], params["ln_f.beta"])  # (B, T, C)
     W_head = params["wte"].T if cfg.tie_weights else params["lm_head.W"]  # (C, V)
-    logits, c_head = linear_forward(x, W_head, params["lm_head.b"])  # (B, T, C) x (C, V) -> (B, T, V)
+    logits, c_head = linear_forward(x, W_head, params.get("lm_head.b"))  # (B, T, C) x (C, V) -> (B, T, V)
     cache = {"cfg": cfg, "tok": c_tok, "pos": c_pos, "drop": c_drop, "blocks": c_blocks, "ln_f": c_lnf,
              "head": c_head}
     return logits, cache
@@ -198,7 +206,7 @@ def backward(dlogits, cache) -> dict[str, np.ndarray]:
     cfg = cache["cfg"]
     ### BEGIN SOLUTION
     grads = {}
-    dx, dW_head, grads["lm_head.b"] = linear_backward(dlogits, cache["head"])  # (B, T, C)
+    dx, dW_head, grads["lm_head.b"] = linear_backward(dlogits, cache["head"])  # (B, T, C); db is None without a bias
     if cache["ln_f"] is not None:
         dx, grads["ln_f.gamma"], grads["ln_f.beta"] = layernorm_backward(dx, cache["ln_f"])
     for c in reversed(cache["blocks"]):
@@ -247,3 +255,47 @@ def _loss(params, cfg, idx, targets, pad_mask, ignore_index, train, rng):
 def attention_maps(cache) -> np.ndarray:
     """Every attention weight of a forward pass: (n_layer, B, H, T, T), for plotting."""
     return np.stack([block_attention_weights(c) for c in cache["blocks"]])
+
+
+# ---- generation with a KV cache (§6.3) ----
+
+
+def forward_cached(params, cfg: TransformerConfig, idx, past=None):
+    """The logits of ``forward`` for T new tokens that follow the t tokens whose keys and values
+    each layer keeps in ``past`` (the KV cache):
+
+        x_t    = E[w_t] (* sqrt(C)) + P[t]                     position t = len(past) + i, not i
+        K^l, V^l = [K^l_past; K^l_new], [V^l_past; V^l_new]     each layer's new rows appended
+        logits = forward(w_0 .. w_{t+T-1})[:, t:]               exactly, up to rounding
+
+    A causal model's position s never reads a later one, so the keys and
+    values of positions < t are the same whatever follows them; only the T
+    new rows are computed.  ``past`` None reads a whole prompt (t = 0) and
+    returns its cache; then one token at a time costs O(t C) in attention and
+    O(C^2) elsewhere, against O(t C^2) for recomputing the window.
+
+    Inputs:  idx (B, T) new token ids; past a list of n_layer pairs (K, V),
+             each (B, H, t, hs), or None; t + T <= block_size.
+    Returns: logits (B, T, V), present (the list of pairs, each (B, H, t + T, hs)).
+    """
+    if not cfg.causal:
+        raise ValueError("a KV cache needs a causal model: without the mask an old position reads the new ones")
+    t = 0 if past is None else past[0][0].shape[-2]  # tokens already in the cache
+    idx = _check(params, cfg, idx, None) if t == 0 else check_ids(idx, cfg.vocab_size, "idx")
+    if idx.ndim != 2 or t + idx.shape[1] > cfg.block_size:
+        raise ValueError(f"{t} cached + {idx.shape[-1]} new tokens exceed block_size = {cfg.block_size} "
+                         f"(crop the window and start a new cache)")
+    x, _ = embedding_forward(idx, params["wte"])  # (B, T, C)
+    if cfg.pos == "sinusoidal":
+        x, _ = sinusoidal_forward(x, scale_embed=cfg.scale_embed, start=t)  # (B, T, C), positions t .. t+T-1
+    else:
+        x, _ = learned_position_forward(x, params["wpe"], scale_embed=cfg.scale_embed, start=t)  # (B, T, C)
+    present = []
+    for l in range(cfg.n_layer):
+        x, kv = block_cached_forward(x, None if past is None else past[l], params, f"h{l}.", cfg)  # (B, T, C)
+        present.append(kv)  # (K, V), each (B, H, t + T, hs)
+    if cfg.norm == "pre" and cfg.final_norm:
+        x, _ = layernorm_forward(x, params["ln_f.gamma"], params["ln_f.beta"])  # (B, T, C)
+    W_head = params["wte"].T if cfg.tie_weights else params["lm_head.W"]  # (C, V)
+    logits, _ = linear_forward(x, W_head, params.get("lm_head.b"))  # (B, T, C) x (C, V) -> (B, T, V)
+    return logits, present

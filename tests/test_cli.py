@@ -98,6 +98,22 @@ def test_bad_data_files_are_one_line_errors(content, match, tmp_path, capsys):
     assert not (tmp_path / "x").exists()
 
 
+def test_sample_top_p(trained, capsys):
+    ck = str(trained / "checkpoint.npz")
+    runs = {}
+    for extra in ([], ["--top-p", "1"], ["--top-p", "0.5"], ["--top-p", "1e-9"], ["--temperature", "0"]):
+        assert main(["sample", "--checkpoint", ck, "--prompt", "the ", "--tokens", "40", "--seed", "3", *extra]) == 0
+        runs[" ".join(extra)] = capsys.readouterr().out
+    assert runs["--top-p 1"] == runs[""]  # p = 1 keeps every token: plain sampling, draw for draw
+    assert runs["--top-p 1e-9"] != runs[""]  # the smallest nucleus is the argmax alone: greedy ...
+    greedy = runs["--temperature 0"]  # ... under the default temperature (0.8)
+    assert main(["sample", "--checkpoint", ck, "--prompt", "the ", "--tokens", "40", "--temperature", "0.8",
+                 "--top-p", "1e-9", "--seed", "9"]) == 0
+    assert capsys.readouterr().out == runs["--top-p 1e-9"] == greedy
+    for bad in ("0", "1.5", "-1"):
+        one_line_error(capsys, main(["sample", "--checkpoint", ck, "--top-p", bad]), 2, "top_p must be in (0, 1]")
+
+
 def test_an_existing_checkpoint_is_never_overwritten(trained, corpus, capsys):
     before = (trained / "checkpoint.npz").read_bytes()
     code = main(["train", *NGRAM, "--data", str(corpus), "--out", str(trained), "--steps", "5"])

@@ -11,9 +11,10 @@ tests/test_fast_gpt.py does the same for the Transformer.
 import numpy as np
 import pytest
 
-from minilm import lstm, ngram, optim
+from minilm import lstm, lstm_lm, ngram, optim
 from minilm.fast import lstm as fast_lstm
 from minilm.fast.flat import FlatParams
+from minilm.fast.lstm_lm import FastLSTMLM
 from minilm.fast.ngram import FastNgram
 
 TOL = 1e-10  # float64: rounding differences only
@@ -84,6 +85,56 @@ def test_lstm_float32_stays_float32():
     assert all(g.dtype == np.float32 for g in fast_lstm.lstm_backward(dhs, cache))
 
 
+# ---- LSTM LM ----
+
+
+def lstm_lm_case(seed=7):
+    r = np.random.default_rng(seed)
+    cfg = lstm_lm.LSTMConfig(vocab_size=9, n_embd=4, n_hidden=5, n_layer=2)
+    p = lstm_lm.init_params(cfg, r, np.float64)
+    p = {k: v + 0.1 * r.standard_normal(v.shape) for k, v in p.items()}
+    state = [tuple(r.standard_normal((2, 3, 5))) for _ in range(2)]  # a carried state, (h, c) per layer
+    x, y = r.integers(0, 9, (2, 3, 6))
+    return cfg, p, state, x, y
+
+
+def test_lstm_lm_matches_plain():
+    cfg, p, state, x, y = lstm_lm_case()
+    loss, grads, final = lstm_lm.loss_grads_and_state(p, cfg, x, y, state=state)
+    fl, fg, ffinal = FastLSTMLM(cfg, p, np.float64).loss_grads_and_state(x, y, state)
+    assert abs(fl - loss) <= TOL * loss and set(fg) == set(grads) and grad_error(grads, fg) <= TOL
+    assert max(float(np.abs(a - b).max()) for pa, pb in zip(final, ffinal, strict=True)
+               for a, b in zip(pa, pb, strict=True)) <= TOL
+
+
+def test_lstm_lm_broken_backward_is_caught(monkeypatch):
+    cfg, p, state, x, y = lstm_lm_case()
+    _, grads, _ = lstm_lm.loss_grads_and_state(p, cfg, x, y, state=state)
+    orig = fast_lstm.lstm_backward_tm
+
+    def broken(dy, cache, dstate=None):  # forget the forget gate's share of dc_{t-1}: scale dWh
+        dx, dh, dc, dWx, dWh, db = orig(dy, cache, dstate)
+        return dx, dh, dc, dWx, dWh * 1.01, db
+
+    monkeypatch.setattr(fast_lstm, "lstm_backward_tm", broken)
+    _, fg, _ = FastLSTMLM(cfg, p, np.float64).loss_grads_and_state(x, y, state)
+    assert grad_error(grads, fg) > BROKEN
+
+
+def test_lstm_lm_training_steps_match_plain():
+    """Three steps carrying the state, clipping (which triggers) + AdamW with weight decay: the same parameters."""
+    cfg, p, state, x, y = lstm_lm_case()
+    plain, opt = {k: v.copy() for k, v in p.items()}, optim.init_state(p)
+    fast, fstate = FastLSTMLM(cfg, p, np.float64), state
+    for _ in range(3):
+        _, grads, state = lstm_lm.loss_grads_and_state(plain, cfg, x, y, state=state)
+        norm = optim.clip_grad_norm(grads, 0.2)
+        optim.adamw_step(plain, grads, opt, 1e-2, 0.9, 0.99, weight_decay=0.1)
+        _, fnorm, fstate = fast.step(x, y, 1e-2, 0.9, 0.99, weight_decay=0.1, max_norm=0.2, state=fstate)
+        assert norm > 0.2 and abs(fnorm - norm) <= TOL * norm
+    assert max(float(np.abs(plain[k] - fast.params[k]).max()) for k in plain) <= TOL
+
+
 # ---- MLP n-gram ----
 
 
@@ -134,3 +185,46 @@ def test_matmul_floor_runs():
 
     cfg = SimpleNamespace(n_embd=8, n_head=2, vocab_size=5, n_layer=1)
     matmul_floor(cfg, 2, 4, np.random.default_rng(0))()
+
+
+# ---- minilm train --model lstm --fast ----
+
+
+def test_train_lstm_fast_matches_plain(tmp_path):
+    """Six steps carrying the state, with and without --fast: the same losses (to float32 rounding),
+    the same parameters, and the carried state in the checkpoint."""
+    from minilm.training import checkpoint
+    from minilm.training.loop import TrainOptions, train
+
+    path = tmp_path / "text.txt"
+    path.write_text("the cat sees the dog. a dog sees the cat.\n" * 40)
+    runs = {}
+    for name, fast in (("plain", False), ("fast", True)):
+        opts = TrainOptions(model="lstm", data=str(path), out=str(tmp_path / name), steps=6, eval_every=3,
+                            layers=2, width=8, hidden=12, block_size=8, batch_size=4, fast=fast)
+        runs[name] = train(opts, log=lambda *a, **k: None, progress=False, plot=False)
+    assert abs(runs["fast"]["val_loss"] - runs["plain"]["val_loss"]) < 1e-5 * runs["plain"]["val_loss"]
+    a, b = (checkpoint.load(tmp_path / n / "checkpoint.npz") for n in ("plain", "fast"))
+    assert max(float(np.abs(a["params"][k] - b["params"][k]).max()) for k in a["params"]) < 1e-5
+    assert len(b["carry"]) == 4 and max(float(np.abs(u - v).max()) for u, v in zip(a["carry"], b["carry"],
+                                                                                    strict=True)) < 1e-5
+
+
+def test_bench_goals_read_off_the_results():
+    from minilm.fast.bench import format_goals, goal_rows
+
+    results = {"transformer": {"fast": {"vs_torch": 0.75, "vs_floor": 1.4, "peak_mb": 90.0}},
+               "lstm": {"fast": {"vs_torch": 1.4}}}
+    rows = {r["goal"].split(",")[0].split(" ")[0] + str(r["target"]): r["status"] for r in goal_rows(results)}
+    assert rows == {"Transformer0.8": "met", "Transformer1.3": "not met", "LSTM1.25": "acceptable", "peak250": "met"}
+    assert "not met" in format_goals(goal_rows(results))
+    assert goal_rows({}) == []  # a run without those workloads states no goal
+
+
+def test_profile_counts_every_op(monkeypatch):
+    from minilm.fast import profile
+
+    got = profile.profile_lstm(steps=1, log=lambda *a: None)
+    assert got["total_ms"] > 0 and all(ms >= 0 for ms in got["ops"].values())
+    assert set(got["ops"]) == {"per step: forward loop over t", "per step: backward loop over t",
+                               "per call: stacked products, copies"}

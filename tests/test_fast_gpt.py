@@ -10,7 +10,7 @@ result may be at most a few times the plain float32 code's.
 import numpy as np
 import pytest
 
-from minilm import optim
+from minilm import mlm, optim
 from minilm import transformer as tr
 from minilm.fast import kernels as K
 from minilm.fast import threads
@@ -23,18 +23,25 @@ BROKEN = 1e-4  # a broken backward is off by far more than this
 GPT_CONFIGS = {
     "nanogpt": dict(ffn="gelu", pos="learned", tie_weights=True, scale_embed=False),
     "relu-sinusoidal-untied": dict(ffn="relu", pos="sinusoidal", tie_weights=False, scale_embed=True),
+    "the-text": dict(norm="post", ffn="relu", pos="sinusoidal", tie_weights=False, scale_embed=True),
+    "post-gelu-learned-tied": dict(norm="post", ffn="gelu", pos="learned", tie_weights=True, scale_embed=False),
+    "pre-dropout": dict(ffn="gelu", pos="learned", tie_weights=True, scale_embed=False, dropout=0.2),
+    "post-dropout": dict(norm="post", ffn="relu", pos="sinusoidal", dropout=0.2),
+    "masked-lm": dict(norm="post", ffn="relu", pos="sinusoidal", causal=False, mask_token=10, dropout=0.1),
 }
 
 
 def gpt(kind, dtype=np.float64, seed=0):
-    cfg = tr.TransformerConfig(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=8, norm="pre",
-                               **GPT_CONFIGS[kind])
+    cfg = tr.TransformerConfig(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=8,
+                               **{"norm": "pre", **GPT_CONFIGS[kind]})
     r = np.random.default_rng(seed)
     p = tr.init_params(cfg, r, dtype)
     for k in p:  # biases and LayerNorm parameters away from their 0 / 1 start, so every term matters
         if p[k].ndim == 1:
             p[k] += (0.3 * r.standard_normal(p[k].shape)).astype(dtype)
     x, y = r.integers(0, 11, (2, 3, 7))
+    if not cfg.causal:  # the masked LM: targets only at the chosen positions
+        x, y = mlm.mask_tokens(r.integers(0, 10, (3, 7)), cfg, r)
     return cfg, p, x, y
 
 
@@ -45,13 +52,18 @@ def grad_error(g, h) -> float:
     return max(float(np.abs(g[k] - h[k]).max()) for k in g) / scale
 
 
+def rng_for(cfg, seed=1):
+    """A generator for the dropout masks (None without dropout, as the plain model allows)."""
+    return np.random.default_rng(seed) if cfg.dropout else None
+
+
 @pytest.mark.parametrize("kind", GPT_CONFIGS)
 def test_transformer_loss_and_grads_match_plain(kind):
     cfg, p, x, y = gpt(kind)
-    loss, grads = tr.loss_and_grads(p, cfg, x, y)
     fast = FastTransformer(cfg, p, np.float64)
-    for _ in range(2):  # the second call reuses every buffer
-        fl, fg = fast.loss_and_grads(x, y)
+    for seed in range(2):  # the second call reuses every buffer (and, with dropout, draws other masks)
+        loss, grads = tr.loss_and_grads(p, cfg, x, y, train=True, rng=rng_for(cfg, seed))
+        fl, fg = fast.loss_and_grads(x, y, rng_for(cfg, seed))
         assert set(fg) == set(grads)
         assert abs(fl - loss) <= TOL * abs(loss)
         assert grad_error(grads, fg) <= TOL
@@ -78,10 +90,12 @@ def _scaled(fn, factor=1.01):
     return broken
 
 
-@pytest.mark.parametrize("kernel", ["gelu_backward_inplace", "layernorm_backward_dy", "attention_dq"])
-def test_broken_fast_backward_is_caught(kernel, monkeypatch):
-    cfg, p, x, y = gpt("nanogpt")
-    _, grads = tr.loss_and_grads(p, cfg, x, y)
+@pytest.mark.parametrize("kind,kernel", [("nanogpt", "gelu_backward_inplace"), ("nanogpt", "layernorm_backward_dy"),
+                                         ("nanogpt", "attention_dq"), ("the-text", "layernorm_backward_dy"),
+                                         ("the-text", "attention_dq"), ("masked-lm", "layernorm_backward_dy")])
+def test_broken_fast_backward_is_caught(kind, kernel, monkeypatch):
+    cfg, p, x, y = gpt(kind)
+    _, grads = tr.loss_and_grads(p, cfg, x, y, train=True, rng=rng_for(cfg))
     if kernel == "gelu_backward_inplace":
         monkeypatch.setattr(K, kernel, _scaled(K.gelu_backward_inplace))
     elif kernel == "layernorm_backward_dy":  # drop the mean(g * xhat) term
@@ -95,7 +109,26 @@ def test_broken_fast_backward_is_caught(kernel, monkeypatch):
         orig = K.attention_backward
         monkeypatch.setattr(K, "attention_backward",
                             lambda dout, q, k, v, P, dP, dq, dk, dv, scale: orig(dout, q, k, v, P, dP, dq, dk, dv, 1.0))
-    _, fg = FastTransformer(cfg, p, np.float64).loss_and_grads(x, y)
+    _, fg = FastTransformer(cfg, p, np.float64).loss_and_grads(x, y, rng_for(cfg))
+    assert grad_error(grads, fg) > BROKEN
+
+
+def test_broken_dropout_backward_is_caught(monkeypatch):
+    """The backward must use the forward's masks: one that sees fresh masks is caught."""
+    cfg, p, x, y = gpt("post-dropout")
+    _, grads = tr.loss_and_grads(p, cfg, x, y, train=True, rng=rng_for(cfg))
+    fast = FastTransformer(cfg, p, np.float64)
+    orig = K.attention_forward
+
+    def redraw_masks(*args):  # after each forward attention, change the first layer's mask for the backward
+        orig(*args)
+        m = fast._ws["layers"][0]["m2"] if fast._ws else None
+        if m is not None:
+            m[...] = m[::-1]
+
+    monkeypatch.setattr(K, "attention_forward", redraw_masks)
+    fast.loss_and_grads(x, y, rng_for(cfg))  # builds the buffers
+    _, fg = fast.loss_and_grads(x, y, rng_for(cfg))
     assert grad_error(grads, fg) > BROKEN
 
 
@@ -113,18 +146,19 @@ def test_transformer_float32_as_accurate_as_plain():
     assert fast_err <= 4 * plain_err
 
 
-def test_transformer_training_steps_match_plain():
+@pytest.mark.parametrize("kind", ["nanogpt", "the-text", "post-dropout", "masked-lm"])
+def test_transformer_training_steps_match_plain(kind):
     """Three steps of clipping (which triggers) + AdamW with weight decay: the same parameters."""
-    cfg, p, x, y = gpt("nanogpt")
+    cfg, p, x, y = gpt(kind)
     plain = {k: v.copy() for k, v in p.items()}
     state = optim.init_state(plain)
     fast = FastTransformer(cfg, p, np.float64)
     for step in range(3):
         lr = optim.lr_at(step, 1e-2, 1e-3, 2, 3)
-        _, grads = tr.loss_and_grads(plain, cfg, x, y)
+        _, grads = tr.loss_and_grads(plain, cfg, x, y, train=True, rng=rng_for(cfg, step))
         norm = optim.clip_grad_norm(grads, 0.5)
         optim.adamw_step(plain, grads, state, lr, 0.9, 0.99, weight_decay=0.1)
-        _, fnorm = fast.step(x, y, lr, 0.9, 0.99, weight_decay=0.1, max_norm=0.5)
+        _, fnorm = fast.step(x, y, lr, 0.9, 0.99, weight_decay=0.1, max_norm=0.5, rng=rng_for(cfg, step))
         assert norm > 0.5 and abs(fnorm - norm) <= TOL * norm
     assert max(float(np.abs(plain[k] - fast.params[k]).max()) for k in plain) <= TOL
     s = fast.opt_state()
@@ -153,10 +187,12 @@ def test_transformer_views_and_bad_input():
         fast.loss_and_grads(np.zeros((1, 9), int), np.zeros((1, 9), int))
     with pytest.raises(ValueError, match="shape"):
         fast.load({**p, "wte": p["wte"][:3]})
-    post = tr.TransformerConfig(vocab_size=11, norm="post")
-    assert not supports(post)
-    with pytest.raises(ValueError, match="pre-LN"):
-        FastTransformer(post)
+    attention_only = tr.TransformerConfig(vocab_size=11, ffn="none")
+    assert not supports(attention_only)
+    with pytest.raises(ValueError, match="feed-forward"):
+        FastTransformer(attention_only)
+    with pytest.raises(ValueError, match="rng"):
+        FastTransformer(tr.TransformerConfig(vocab_size=11, dropout=0.1)).loss_and_grads(x, y)
 
 
 
@@ -191,3 +227,43 @@ def test_train_fast_matches_plain_and_keeps_the_checkpoint(tmp_path):
     # Every other parameter agrees to float32 rounding.
     diff = {k: float(np.abs(a["params"][k] - b["params"][k]).max()) for k in a["params"]}
     assert max(d for k, d in diff.items() if not k.endswith("attn.b_k")) < 1e-6, diff
+
+
+def test_train_fast_refuses_what_it_cannot_train(tmp_path, capsys):
+    """--fast where there is no fast path: one line, exit status 2, nothing written."""
+    from types import SimpleNamespace
+
+    from minilm.cli import main
+    from minilm.fast.training import unsupported
+
+    out = tmp_path / "run"
+    code = main(["train", "--model", "seq2seq", "--out", str(out), "--steps", "2", "--fast", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--fast" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+    attention_only = tr.TransformerConfig(vocab_size=11, ffn="none")  # a config of the library, not of train
+    assert "--fast" in unsupported(SimpleNamespace(model="transformer"), attention_only)
+    assert unsupported(SimpleNamespace(model="transformer"), gpt("the-text")[0]) is None
+
+
+@pytest.mark.parametrize("model,extra", [("transformer", dict(norm="post", dropout=0.1)),
+                                         ("transformer", dict(norm="pre", dropout=0.0, activation="relu")),
+                                         ("mlm", dict(dropout=0.1))])
+def test_train_fast_matches_plain_every_configuration(tmp_path, model, extra):
+    """train --fast and train, six steps of the text's post-LN model, dropout, the masked LM: the same
+    batches, masks and dropout draws, so the same validation loss and parameters to float32 rounding."""
+    from minilm.training import checkpoint
+    from minilm.training.loop import TrainOptions, train
+
+    path = tmp_path / "text.txt"
+    path.write_text("the cat sees the dog. a dog sees the cat.\n" * 40)
+    runs = {}
+    for name, fast in (("plain", False), ("fast", True)):
+        opts = TrainOptions(model=model, data=str(path), out=str(tmp_path / name), steps=6, eval_every=3,
+                            layers=1, heads=2, width=16, block_size=8, batch_size=4, fast=fast, **extra)
+        runs[name] = train(opts, log=lambda *a, **k: None, progress=False, plot=False)
+    assert abs(runs["fast"]["val_loss"] - runs["plain"]["val_loss"]) < 1e-4 * runs["plain"]["val_loss"]
+    a, b = (checkpoint.load(tmp_path / n / "checkpoint.npz") for n in ("plain", "fast"))
+    assert set(a["params"]) == set(b["params"])
+    diff = {k: float(np.abs(a["params"][k] - b["params"][k]).max()) for k in a["params"]}
+    assert max(d for k, d in diff.items() if not k.endswith("attn.b_k")) < 1e-5, diff  # b_k: see above

@@ -96,3 +96,55 @@ def test_fill_masks_fills_each_mask_and_nothing_else(rng):
     assert ids.tolist() == [1, MASK, MASK, 0, MASK]  # the input is not changed
     with pytest.raises(ValueError, match="no \\[MASK\\]"):
         generate.fill_masks(logits_fn, np.array([1, 2]), MASK, rng)
+
+
+def test_top_p_keeps_the_smallest_set_whose_mass_reaches_p():
+    z = np.log(np.array([0.1, 0.4, 0.05, 0.3, 0.15]))  # sorted: 0.4, 0.3, 0.15, 0.1, 0.05
+    kept = {0.4: [1], 0.5: [1, 3], 0.7: [1, 3], 0.71: [1, 3, 4], 0.85: [1, 3, 4], 0.9: [0, 1, 3, 4]}
+    for p, want in kept.items():
+        q = generate.sampling_distribution(z, top_p=p)
+        assert np.flatnonzero(q).tolist() == want, p
+        full = np.exp(z)[want]
+        assert np.allclose(q[want], full / full.sum())  # renormalised over the nucleus, proportions kept
+    assert np.flatnonzero(generate.sampling_distribution(z, top_p=0.01)).tolist() == [1]  # at least one token
+
+
+def test_top_p_keeps_every_token_tied_at_the_edge():
+    z = np.log(np.array([0.4, 0.2, 0.2, 0.2]))
+    q = generate.sampling_distribution(z, top_p=0.5)  # 0.4 + one 0.2 reaches 0.5; the other two 0.2 are tied with it
+    assert np.allclose(q, [0.4, 0.2, 0.2, 0.2])
+    q = generate.sampling_distribution(z, top_p=0.4)
+    assert np.allclose(q, [1, 0, 0, 0])
+
+
+def test_top_p_one_is_plain_sampling(rng):
+    z = np.random.default_rng(0).normal(size=50) * 3
+    assert np.array_equal(generate.sampling_distribution(z, 0.7, top_p=1.0), generate.sampling_distribution(z, 0.7))
+    a = [generate.sample_next(z, np.random.default_rng(s), 0.7, top_p=1.0) for s in range(200)]
+    b = [generate.sample_next(z, np.random.default_rng(s), 0.7) for s in range(200)]
+    assert a == b
+
+
+def test_top_p_draws_only_from_the_nucleus_in_its_proportions(rng):
+    z, n = np.log(np.array([0.5, 0.3, 0.15, 0.05])), 3000
+    counts = np.bincount([generate.sample_next(z, rng, top_p=0.75) for _ in range(n)], minlength=4)
+    assert counts[2] == counts[3] == 0
+    p = np.array([0.625, 0.375])
+    assert np.all(np.abs(counts[:2] / n - p) < 5 * np.sqrt(p * (1 - p) / n))
+    assert not np.all(np.abs(counts[:2] / n - [0.5, 0.3]) < 5 * np.sqrt(p * (1 - p) / n))  # not renormalised: fails
+
+
+def test_top_p_after_temperature_and_top_k():
+    z = np.log(np.array([0.5, 0.3, 0.15, 0.05]))
+    hot = generate.sampling_distribution(z, temperature=100.0, top_p=0.6)  # nearly uniform: 3 of 4 tokens needed
+    assert np.flatnonzero(hot).tolist() == [0, 1, 2]
+    assert np.flatnonzero(generate.sampling_distribution(z, top_k=2, top_p=0.99)).tolist() == [0, 1]
+    assert generate.sampling_distribution(z, temperature=0, top_p=0.9).tolist() == [1, 0, 0, 0]
+
+
+@pytest.mark.parametrize("bad", [0.0, -0.1, 1.5, float("nan")])
+def test_bad_top_p_is_an_error(rng, bad):
+    with pytest.raises(ValueError, match=r"top_p must be in \(0, 1\]"):
+        generate.sample_next(np.zeros(3), rng, top_p=bad)
+    with pytest.raises(ValueError, match="top_p"):
+        generate.generate(lambda h, c: (np.zeros(3), c), np.array([0]), 0, rng, top_p=bad)

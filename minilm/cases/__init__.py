@@ -16,6 +16,7 @@ MODULES = [
     "minilm.cases.attention",
     "minilm.cases.transformer",
     "minilm.cases.ngram",
+    "minilm.cases.rnn",
     "minilm.cases.lstm",
     "minilm.cases.seq2seq",
     "minilm.cases.finetune",

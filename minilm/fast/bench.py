@@ -20,8 +20,10 @@ of all its steps.  Contenders:
     torch    the same work in PyTorch (benchmarks/torch_ref.py), when torch is installed
 
 Peak memory is the peak resident size of the contender's process (the
-interpreter and libraries included).  A benchmark, not a test: it asserts
-nothing.
+interpreter and libraries included).  After the table, each goal of the
+performance work is printed with this run's figure (``GOALS``).  A
+benchmark, not a test: it asserts nothing.  ``--profile`` prints instead
+where the fast steps spend their time, op by op (minilm.fast.profile).
 """
 
 from __future__ import annotations
@@ -276,6 +278,36 @@ def format_rows(workload: str, rows: dict) -> str:
 
 HEADER = f"{'workload':<12} {'who':<6} {'ms/step':>9} {'best ms':>9} {'tokens/s':>12} {'peak MB':>8}  ratios"
 
+# (workload, row, figure, label, goal, acceptable): each goal of the performance work, read off one run's results
+GOALS = (
+    ("transformer", "fast", "vs_torch", "Transformer step, minilm fast / PyTorch eager", 0.80, None),
+    ("transformer", "fast", "vs_floor", "Transformer step, minilm fast / its matmul floor", 1.30, None),
+    ("lstm", "fast", "vs_torch", "LSTM 128 -> 128 fwd+bwd, minilm fast / nn.LSTM", 1.25, 1.50),
+    ("transformer", "fast", "peak_mb", "peak memory of the fast Transformer's process, MB", 250, None),
+)
+
+
+def goal_rows(results: dict) -> list[dict]:
+    """One row per goal whose figure this run measured: the figure, the goal and whether it is met."""
+    rows = []
+    for w, who, key, label, goal, acceptable in GOALS:
+        figure = results.get(w, {}).get(who, {}).get(key)
+        if figure is None:
+            continue
+        met = "met" if figure <= goal else ("acceptable" if acceptable and figure <= acceptable else "not met")
+        rows.append({"goal": label, "figure": figure, "target": goal, "acceptable": acceptable, "status": met})
+    return rows
+
+
+def format_goals(rows: list[dict]) -> str:
+    lines = [f"{'goal':<52} {'figure':>8} {'target':>8}  status"]
+    for r in rows:
+        unit = "" if r["target"] > 10 else "x"
+        target = f"<={r['target']:g}{unit}" + (f" (<={r['acceptable']:g}{unit} acceptable)" if r["acceptable"] else "")
+        fig = f"{r['figure']:.0f}" if unit == "" else f"{r['figure']:.2f}x"
+        lines.append(f"{r['goal']:<52} {fig:>8} {target:>8}  {r['status']}")
+    return "\n".join(lines)
+
 
 def cmd_bench(args) -> int:
     workloads = args.only or list(WORKLOADS)
@@ -289,10 +321,21 @@ def cmd_bench(args) -> int:
     load = os.getloadavg()[0]
     log(f"{os.cpu_count()} CPUs, load average {load:.1f} before the run (other processes slow every contender)")
     log(HEADER)
+    if args.profile:
+        from minilm.fast import profile
+
+        log("\nper-op profile (one thread, CPU time; minilm/fast/profile.py):")
+        profile.run(log)
+        return 0
     results = run(workloads, args.steps, args.warmup, args.rounds, use_torch, args.plain, log)
+    goals = goal_rows(results)
+    after = os.getloadavg()[0]
+    log(f"\ngoals, all figures from this run (load average {load:.1f} before, {after:.1f} after):")
+    log(format_goals(goals))
     if args.json:
         print(json.dumps({"steps": args.steps, "warmup": args.warmup, "rounds": args.rounds, "cpus": os.cpu_count(),
-                          "load_average": load, "numpy": np.__version__, "results": results}, indent=2))
+                          "load_average": load, "load_average_after": after, "numpy": np.__version__,
+                          "results": results, "goals": goals}, indent=2))
     return 0
 
 
@@ -306,6 +349,8 @@ def add_subcommand(sub) -> None:
     b.add_argument("--no-torch", action="store_true", help="skip the PyTorch references")
     b.add_argument("--plain", action="store_true", help=f"also time the plain models ({PLAIN_STEPS} steps each)")
     b.add_argument("--json", action="store_true", help="print the results as JSON (the table goes to stderr)")
+    b.add_argument("--profile", action="store_true",
+                   help="instead: where the fast Transformer step and LSTM call spend their time, op by op")
     b.set_defaults(fn=cmd_bench)
 
 

@@ -1,4 +1,4 @@
-"""The causal Transformer LM of minilm.transformer, pre-LN, trained fast.
+"""The Transformer LM of minilm.transformer (pre- or post-LN, causal or masked, with dropout), trained fast.
 
 Same model, same parameter names, same numbers (tests/test_fast.py checks the
 loss, every gradient and a whole AdamW step against minilm.transformer); what
@@ -14,16 +14,23 @@ differs is how the work is laid out:
 * LayerNorm's and softmax's row sums are matrix-vector products, GELU and
   AdamW run in cache-sized blocks on two threads, attention runs each half of
   the batch on its own thread (its matmuls are too small for BLAS threads);
-* the causal mask is added to the scores (0 or -inf) instead of np.where.
+* the causal mask is added to the scores (0 or -inf) instead of np.where;
+* dropout masks are drawn from the caller's generator in the plain model's
+  order (embeddings, then each block's attention and feed-forward outputs),
+  so a step with dropout matches the plain step draw for draw.
 
-The step, for M = B T positions (the plain code's names in brackets):
+The step, for M = B T positions (the plain code's names in brackets; Drop is dropout):
 
-    x = wte[idx] (* sqrt(C)) + pos                    (M, C)  [embedding_forward, positional]
-    per layer:  n1 = LN1(x);  qkv = n1 W_qkv + b_qkv   (M, 3C) [layernorm_forward, mha_forward]
-                x += softmax(q k^T / sqrt(hs) + M) v W_o + b_o    [attention_forward]
-                n2 = LN2(x);  x += act(n2 W1 + b1) W2 + b2        [ffn_forward]
-    logits = LN_f(x) W_head + b_head                  (M, V)
-    loss = cross-entropy;  the backward walks the same lines in reverse.
+    x = Drop(wte[idx] (* sqrt(C)) + pos)              (M, C)  [embedding_forward, positional]
+    pre-LN, per layer (block_forward, norm="pre"):
+        n1 = LN1(x);  qkv = n1 W_qkv + b_qkv           (M, 3C) [layernorm_forward, mha_forward]
+        x += Drop(softmax(q k^T / sqrt(hs) + M) v W_o + b_o)   [attention_forward]
+        n2 = LN2(x);  x += Drop(act(n2 W1 + b1) W2 + b2)       [ffn_forward]
+    post-LN, per layer (block_forward, norm="post", the text's):
+        n1 = x;  n2 = LN1(n1 + Drop(MHA(n1)));  x = LN2(n2 + Drop(FFN(n2)))
+    logits = LN_f(x) W_head + b_head  (pre-LN; post-LN has no LN_f)   (M, V)
+    loss = cross-entropy (the masked LM counts only its chosen positions);
+    the backward walks the same lines in reverse.
 """
 
 from __future__ import annotations
@@ -37,15 +44,18 @@ from minilm.fast.blas import one_thread
 from minilm.fast.flat import FlatParams
 from minilm.fast.threads import n_threads, run_rows
 from minilm.positional import sinusoidal_table
+from minilm.transformer import IGNORE_INDEX
 from minilm.validate import check_ids
 
 
 def supports(cfg) -> bool:
-    """The fast path covers pre-LN causal LMs without dropout (the nanoGPT family), any activation,
-    positions, embedding scale and weight tying; other configurations use minilm.transformer."""
-    return (getattr(cfg, "norm", "pre") == "pre" and getattr(cfg, "causal", True)
-            and not getattr(cfg, "dropout", 0.0) and getattr(cfg, "final_norm", True)
-            and _activation(cfg) in ("gelu", "relu"))
+    """The fast path covers every Transformer ``minilm train`` offers: pre- or post-LN, causal or not
+    (the masked LM), ReLU or GELU, either positions, dropout, embedding scale and weight tying, with an
+    output bias.  Attention-only blocks (ffn="none"), pre-LN without the final LayerNorm and a head
+    without bias (GPT-2's) use minilm.transformer."""
+    return (_activation(cfg) in ("gelu", "relu") and getattr(cfg, "norm", "pre") in ("pre", "post")
+            and (getattr(cfg, "norm", "pre") == "post" or getattr(cfg, "final_norm", True))
+            and getattr(cfg, "head_bias", True))
 
 
 def _activation(cfg) -> str:
@@ -76,7 +86,8 @@ def layout(cfg):
             cols = slice(i * C, (i + 1) * C)
             aliases[h + f"attn.W_{name}"] = (h + "attn.W_qkv", (slice(None), cols))  # (C, C) column block
             aliases[h + f"attn.b_{name}"] = (h + "attn.b_qkv", cols)  # (C,)
-    entries += [("ln_f.gamma", (C,), False), ("ln_f.beta", (C,), False)]
+    if cfg.norm == "pre":
+        entries += [("ln_f.gamma", (C,), False), ("ln_f.beta", (C,), False)]
     if not cfg.tie_weights:
         entries.append(("lm_head.W", (C, V), True))
     entries.append(("lm_head.b", (V,), False))
@@ -93,8 +104,8 @@ class FastTransformer:
 
     def __init__(self, cfg, params: dict | None = None, dtype=np.float32):
         if not supports(cfg):
-            raise ValueError("FastTransformer needs a pre-LN causal config without dropout; "
-                             "use minilm.transformer for this one")
+            raise ValueError("FastTransformer needs a feed-forward (relu or gelu) in every block and, pre-LN, "
+                             "the final LayerNorm; use minilm.transformer for this one")
         self.cfg = cfg
         self.flat = FlatParams(*layout(cfg), dtype=dtype)
         self.dtype = self.flat.dtype
@@ -121,12 +132,16 @@ class FastTransformer:
         C, H, V = cfg.n_embd, cfg.n_head, cfg.vocab_size
         M, F = B * T, 4 * C
         e = lambda *shape: np.empty(shape, dt)  # noqa: E731
+        drop = bool(cfg.dropout)
         layers = [dict(xhat1=e(M, C), rstd1=e(M), n1=e(M, C), qkv=e(M, 3 * C), P=e(B, H, T, T), att=e(M, C),
-                       xhat2=e(M, C), rstd2=e(M), n2=e(M, C), f=e(M, F), s=e(M, F), a=e(M, F))
+                       xhat2=e(M, C), rstd2=e(M), n2=e(M, C), f=e(M, F), s=e(M, F), a=e(M, F),
+                       m1=e(M, C) if drop else None, m2=e(M, C) if drop else None)  # dropout masks
                   for _ in range(cfg.n_layer)]
         ws = dict(layers=layers, x=e(M, C), tmp=e(M, C), xhat_f=e(M, C), rstd_f=e(M), n_f=e(M, C),
-                  logits=e(M, V), dx=e(M, C), dn=e(M, C), dF=e(M, F), dqkv=e(M, 3 * C), dP=e(B, H, T, T),
-                  ones_m=np.ones(M, dt), ones_v=np.ones(V, dt), mask=K.causal_additive_mask(T, dt))
+                  logits=e(M, V), dx=e(M, C), dn=e(M, C), dd=e(M, C), dF=e(M, F), dqkv=e(M, 3 * C),
+                  dP=e(B, H, T, T), ones_m=np.ones(M, dt), ones_v=np.ones(V, dt), m0=e(M, C) if drop else None,
+                  mask=K.causal_additive_mask(T, dt) if cfg.causal else None,
+                  onehot=e(V, M) if V <= K.ONEHOT_MAX_V else None)  # (V, M) scratch of the embedding gradient
         if _positions(cfg) == "sinusoidal":
             ws["pe"] = sinusoidal_table(T, C, dt)  # (T, C), a constant
         self._ws_shape, self._ws = (B, T), ws
@@ -139,98 +154,161 @@ class FastTransformer:
 
     # ---- forward and backward ----
 
-    def forward_backward(self, idx: np.ndarray, targets: np.ndarray) -> float:
-        """Mean next-token cross-entropy of ``targets`` given ``idx`` (both (B, T) ids); fills ``grads``."""
-        if n_threads() == 1:
-            return self._forward_backward(idx, targets, K.matmul)
-        with one_thread() as split:
-            return self._forward_backward(idx, targets, K.matmul_split if split else K.matmul)
+    def forward_backward(self, idx: np.ndarray, targets: np.ndarray, rng=None) -> float:
+        """Mean cross-entropy of ``targets`` given ``idx`` (both (B, T) ids); fills ``grads``.
 
-    def _forward_backward(self, idx, targets, mm) -> float:
-        cfg, P, G = self.cfg, self.flat.raw, self.flat.graw
+        Targets equal to minilm.transformer.IGNORE_INDEX do not count (the masked LM).  With dropout,
+        ``rng`` (an np.random.Generator) draws the masks, as ``minilm.transformer.loss_and_grads(...,
+        train=True, rng=rng)`` does.
+        """
+        if self.cfg.dropout and rng is None:
+            raise ValueError("dropout in training mode needs an explicit np.random.Generator (rng=...)")
+        if n_threads() == 1:
+            return self._forward_backward(idx, targets, rng, K.matmul)
+        with one_thread() as split:
+            return self._forward_backward(idx, targets, rng, K.matmul_split if split else K.matmul)
+
+    def _check(self, idx, targets):
+        cfg = self.cfg
         idx = check_ids(idx, cfg.vocab_size, "idx")
-        targets = check_ids(targets, cfg.vocab_size, "targets")
+        targets = np.asarray(targets)
         if idx.ndim != 2 or targets.shape != idx.shape:
             raise ValueError(f"idx and targets must both have shape (B, T), got {idx.shape} and {targets.shape}")
+        check_ids(targets[targets != IGNORE_INDEX], cfg.vocab_size, "targets")
+        if idx.shape[1] > cfg.block_size:
+            raise ValueError(f"sequence length T = {idx.shape[1]} exceeds block_size {cfg.block_size}")
+        return idx, targets
+
+    def _dropout(self, x, m, rng) -> None:
+        """x *= m, m = (u >= p) / (1 - p), u uniform: minilm.dropout.dropout_forward's mask, drawn alike."""
+        p = self.cfg.dropout
+        m[...] = rng.random(m.shape) >= p  # (M, C), 0 or 1
+        m /= m.dtype.type(1 - p)
+        x *= m
+
+    def _forward_backward(self, idx, targets, rng, mm) -> float:
+        cfg, P, G = self.cfg, self.flat.raw, self.flat.graw
+        idx, targets = self._check(idx, targets)
         B, T = idx.shape
-        if T > cfg.block_size:
-            raise ValueError(f"sequence length T = {T} exceeds block_size {cfg.block_size}")
         ws = self._workspace(B, T)
         dt, C = self.dtype.type, cfg.n_embd
         hs = C // cfg.n_head
         scale = dt(1 / math.sqrt(hs))
         emb_scale = dt(math.sqrt(C)) if getattr(cfg, "scale_embed", False) else None
+        post, drop = cfg.norm == "post", bool(cfg.dropout)
         x, tmp = ws["x"], ws["tmp"]
         ids = idx.reshape(-1)
 
-        # x = wte[idx] (* sqrt(C)) + positions                                  (M, C)
+        # x = Drop(wte[idx] (* sqrt(C)) + positions)                            (M, C)
         np.take(P["wte"], ids, axis=0, out=x)
         if emb_scale is not None:
             x *= emb_scale
         x3 = x.reshape(B, T, C)
         x3 += P["wpe"][:T] if "wpe" in P else ws["pe"]
+        if drop:
+            self._dropout(x, ws["m0"], rng)
         for l, c in enumerate(ws["layers"]):
             h = f"h{l}."
-            K.layernorm_forward(x, P[h + "ln1.gamma"], P[h + "ln1.beta"], c["n1"], c["xhat1"], c["rstd1"])
+            if post:  # the sublayers read the stream itself
+                np.copyto(c["n1"], x)
+            else:  # n1 = LN1(x)
+                K.layernorm_forward(x, P[h + "ln1.gamma"], P[h + "ln1.beta"], c["n1"], c["xhat1"], c["rstd1"])
             mm(c["n1"], P[h + "attn.W_qkv"], c["qkv"])  # (M, C) x (C, 3C) -> (M, 3C)
             c["qkv"] += P[h + "attn.b_qkv"]
             q, k, v = (self._heads(c["qkv"][:, i * C:(i + 1) * C], B, T) for i in range(3))  # (B, H, T, hs)
             K.attention_forward(q, k, v, c["P"], self._heads(c["att"], B, T), ws["mask"], scale)
             mm(c["att"], P[h + "attn.W_o"], tmp)  # (M, C) x (C, C) -> (M, C)
-            x += tmp
-            x += P[h + "attn.b_o"]
-            K.layernorm_forward(x, P[h + "ln2.gamma"], P[h + "ln2.beta"], c["n2"], c["xhat2"], c["rstd2"])
+            tmp += P[h + "attn.b_o"]  # the attention sublayer's output
+            if drop:
+                self._dropout(tmp, c["m1"], rng)
+            if post:  # n2 = LN1(x + a)
+                tmp += x
+                K.layernorm_forward(tmp, P[h + "ln1.gamma"], P[h + "ln1.beta"], c["n2"], c["xhat1"], c["rstd1"])
+            else:  # x += a;  n2 = LN2(x)
+                x += tmp
+                K.layernorm_forward(x, P[h + "ln2.gamma"], P[h + "ln2.beta"], c["n2"], c["xhat2"], c["rstd2"])
             mm(c["n2"], P[h + "ffn.W1"], c["f"])  # (M, C) x (C, F) -> (M, F)
             self._act_forward(c, P[h + "ffn.b1"])  # a = act(f + b1)
             mm(c["a"], P[h + "ffn.W2"], tmp)  # (M, F) x (F, C) -> (M, C)
-            x += tmp
-            x += P[h + "ffn.b2"]
-        K.layernorm_forward(x, P["ln_f.gamma"], P["ln_f.beta"], ws["n_f"], ws["xhat_f"], ws["rstd_f"])
+            tmp += P[h + "ffn.b2"]  # the feed-forward sublayer's output
+            if drop:
+                self._dropout(tmp, c["m2"], rng)
+            if post:  # x = LN2(n2 + f)
+                tmp += c["n2"]
+                K.layernorm_forward(tmp, P[h + "ln2.gamma"], P[h + "ln2.beta"], x, c["xhat2"], c["rstd2"])
+            else:  # x += f
+                x += tmp
+        if post:
+            final = x  # (M, C): the last block ends in its LayerNorm
+        else:
+            final = ws["n_f"]
+            K.layernorm_forward(x, P["ln_f.gamma"], P["ln_f.beta"], final, ws["xhat_f"], ws["rstd_f"])
         W_head = P["wte"].T if cfg.tie_weights else P["lm_head.W"]  # (C, V)
         logits = ws["logits"]
-        mm(ws["n_f"], W_head, logits)  # (M, C) x (C, V) -> (M, V)
+        mm(final, W_head, logits)  # (M, C) x (C, V) -> (M, V)
         logits += P["lm_head.b"]
-        loss = K.cross_entropy_inplace(logits, targets.reshape(-1), ws["ones_v"])  # logits -> dlogits
+        loss = K.cross_entropy_inplace(logits, targets.reshape(-1), ws["ones_v"], IGNORE_INDEX)  # -> dlogits
 
         # ---- backward ----
-        dlogits, dx, dn, ones_m = logits, ws["dx"], ws["dn"], ws["ones_m"]
+        dlogits, dx, dn, dd, ones_m = logits, ws["dx"], ws["dn"], ws["dd"], ws["ones_m"]
         np.matmul(ones_m, dlogits, out=G["lm_head.b"])  # (V,)
         if cfg.tie_weights:
-            mm(dlogits.T, ws["n_f"], G["wte"])  # (V, M) x (M, C) -> (V, C), the head's share
-            mm(dlogits, P["wte"], dn)  # (M, V) x (V, C) -> (M, C)
+            mm(dlogits.T, final, G["wte"])  # (V, M) x (M, C) -> (V, C), the head's share
         else:
-            mm(ws["n_f"].T, dlogits, G["lm_head.W"])  # (C, M) x (M, V) -> (C, V)
+            mm(final.T, dlogits, G["lm_head.W"])  # (C, M) x (M, V) -> (C, V)
+        if post:
+            mm(dlogits, W_head.T, dx)  # (M, V) x (V, C) -> (M, C)
+        else:
             mm(dlogits, W_head.T, dn)  # (M, V) x (V, C) -> (M, C)
-        dx.fill(0)
-        K.layernorm_backward(dn, ws["xhat_f"], ws["rstd_f"], P["ln_f.gamma"], dx, G["ln_f.gamma"],
-                             G["ln_f.beta"], tmp, ones_m)
+            dx.fill(0)
+            K.layernorm_backward(dn, ws["xhat_f"], ws["rstd_f"], P["ln_f.gamma"], dx, G["ln_f.gamma"],
+                                 G["ln_f.beta"], tmp, ones_m)
         dF, dqkv = ws["dF"], ws["dqkv"]
         for l in reversed(range(cfg.n_layer)):
             c, h = ws["layers"][l], f"h{l}."
-            # x += a W2 + b2:  dW2 = a^T dx,  db2 = sum dx,  da = dx W2^T
-            np.matmul(ones_m, dx, out=G[h + "ffn.b2"])  # (C,)
-            mm(c["a"].T, dx, G[h + "ffn.W2"])  # (F, M) x (M, C) -> (F, C)
-            mm(dx, P[h + "ffn.W2"].T, dF)  # (M, C) x (C, F) -> (M, F)
+            if post:  # x = LN2(n2 + f): dx <- d(n2 + f)
+                K.layernorm_backward(dx, c["xhat2"], c["rstd2"], P[h + "ln2.gamma"], None, G[h + "ln2.gamma"],
+                                     G[h + "ln2.beta"], tmp, ones_m)
+            # f = Drop(a W2 + b2):  dW2 = a^T df,  db2 = sum df,  da = df W2^T
+            df = np.multiply(dx, c["m2"], out=dd) if drop else dx
+            np.matmul(ones_m, df, out=G[h + "ffn.b2"])  # (C,)
+            mm(c["a"].T, df, G[h + "ffn.W2"])  # (F, M) x (M, C) -> (F, C)
+            mm(df, P[h + "ffn.W2"].T, dF)  # (M, C) x (C, F) -> (M, F)
             self._act_backward(c, dF)  # df = act'(f) da
             np.matmul(ones_m, dF, out=G[h + "ffn.b1"])  # (F,)
             mm(c["n2"].T, dF, G[h + "ffn.W1"])  # (C, M) x (M, F) -> (C, F)
-            mm(dF, P[h + "ffn.W1"].T, dn)  # (M, F) x (F, C) -> (M, C)
-            K.layernorm_backward(dn, c["xhat2"], c["rstd2"], P[h + "ln2.gamma"], dx, G[h + "ln2.gamma"],
-                                 G[h + "ln2.beta"], tmp, ones_m)
-            # x += att W_o + b_o
-            np.matmul(ones_m, dx, out=G[h + "attn.b_o"])  # (C,)
-            mm(c["att"].T, dx, G[h + "attn.W_o"])  # (C, M) x (M, C) -> (C, C)
-            mm(dx, P[h + "attn.W_o"].T, dn)  # (M, C) x (C, C) -> (M, C), d(att)
+            mm(dF, P[h + "ffn.W1"].T, dn)  # (M, F) x (F, C) -> (M, C): d(n2) from the feed-forward
+            if post:  # n2 = LN1(x + a): dn <- d(x + a) = LN1'(d(n2) + dx)
+                dn += dx  # the residual path n2 -> n2 + f
+                K.layernorm_backward(dn, c["xhat1"], c["rstd1"], P[h + "ln1.gamma"], None, G[h + "ln1.gamma"],
+                                     G[h + "ln1.beta"], tmp, ones_m)
+                dres = dn  # the gradient of the stream x + a
+            else:  # n2 = LN2(x): dx += LN2'(d(n2))
+                K.layernorm_backward(dn, c["xhat2"], c["rstd2"], P[h + "ln2.gamma"], dx, G[h + "ln2.gamma"],
+                                     G[h + "ln2.beta"], tmp, ones_m)
+                dres = dx
+            # a = Drop(att W_o + b_o)
+            da = np.multiply(dres, c["m1"], out=dd) if drop else dres
+            np.matmul(ones_m, da, out=G[h + "attn.b_o"])  # (C,)
+            mm(c["att"].T, da, G[h + "attn.W_o"])  # (C, M) x (M, C) -> (C, C)
+            datt = tmp if post else dn  # post: dn holds the stream's gradient, still needed below
+            mm(da, P[h + "attn.W_o"].T, datt)  # (M, C) x (C, C) -> (M, C), d(att)
             q, k, v = (self._heads(c["qkv"][:, i * C:(i + 1) * C], B, T) for i in range(3))
             dq, dk, dv = (self._heads(dqkv[:, i * C:(i + 1) * C], B, T) for i in range(3))
-            K.attention_backward(self._heads(dn, B, T), q, k, v, c["P"], ws["dP"], dq, dk, dv, scale)
+            K.attention_backward(self._heads(datt, B, T), q, k, v, c["P"], ws["dP"], dq, dk, dv, scale)
             # qkv = n1 W_qkv + b_qkv
             np.matmul(ones_m, dqkv, out=G[h + "attn.b_qkv"])  # (3C,)
             mm(c["n1"].T, dqkv, G[h + "attn.W_qkv"])  # (C, M) x (M, 3C) -> (C, 3C)
-            mm(dqkv, P[h + "attn.W_qkv"].T, dn)  # (M, 3C) x (3C, C) -> (M, C)
-            K.layernorm_backward(dn, c["xhat1"], c["rstd1"], P[h + "ln1.gamma"], dx, G[h + "ln1.gamma"],
-                                 G[h + "ln1.beta"], tmp, ones_m)
-        # x = wte[idx] (* sqrt(C)) + positions
+            if post:  # n1 = x: dx = d(x + a) + dqkv W_qkv^T
+                mm(dqkv, P[h + "attn.W_qkv"].T, dx)  # (M, 3C) x (3C, C) -> (M, C)
+                dx += dn
+            else:  # n1 = LN1(x): dx += LN1'(dqkv W_qkv^T)
+                mm(dqkv, P[h + "attn.W_qkv"].T, dn)  # (M, 3C) x (3C, C) -> (M, C)
+                K.layernorm_backward(dn, c["xhat1"], c["rstd1"], P[h + "ln1.gamma"], dx, G[h + "ln1.gamma"],
+                                     G[h + "ln1.beta"], tmp, ones_m)
+        # x = Drop(wte[idx] (* sqrt(C)) + positions)
+        if drop:
+            dx *= ws["m0"]
         dx3 = dx.reshape(B, T, C)
         if "wpe" in G:
             G["wpe"][T:] = 0
@@ -239,7 +317,7 @@ class FastTransformer:
             dx *= emb_scale
         if not cfg.tie_weights:
             G["wte"].fill(0)
-        np.add.at(G["wte"], ids, dx)  # (V, C), repeated ids accumulate
+        K.embedding_backward_add(G["wte"], ids, dx, ws["onehot"])  # (V, C), repeated ids accumulate
         return loss
 
     def _act_forward(self, c, b1) -> None:
@@ -263,18 +341,18 @@ class FastTransformer:
 
     # ---- what training and the tests call ----
 
-    def loss_and_grads(self, idx, targets) -> tuple[float, dict[str, np.ndarray]]:
-        """(loss, grads) like minilm.transformer.loss_and_grads; the grads are copies."""
-        loss = self.forward_backward(idx, targets)
+    def loss_and_grads(self, idx, targets, rng=None) -> tuple[float, dict[str, np.ndarray]]:
+        """(loss, grads) like minilm.transformer.loss_and_grads(..., train=True, rng=rng); the grads are copies."""
+        loss = self.forward_backward(idx, targets, rng)
         return loss, {k: g.copy() for k, g in self.grads.items()}
 
     def step(self, idx, targets, lr, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01,
-             max_norm=0.0) -> tuple[float, float]:
+             max_norm=0.0, rng=None) -> tuple[float, float]:
         """One training step: loss and gradients, clipping, AdamW.  Returns (loss, gradient norm).
 
         A non-finite loss or gradient norm leaves the parameters untouched (the caller decides what to do).
         """
-        loss = self.forward_backward(idx, targets)
+        loss = self.forward_backward(idx, targets, rng)
         norm = self.flat.grad_norm()
         if not (math.isfinite(loss) and math.isfinite(norm)):
             return loss, norm

@@ -75,8 +75,9 @@ class Adapter:
     vocab_from_dict: Callable  # (the checkpoint's "tokenizer" dict, opts) -> the vocabulary
     tokens_per_batch: Callable  # opts -> predicted tokens (or examples) per training batch
     defaults: dict = field(default_factory=dict)  # option values this model uses when none is given
-    next_logits: Callable | None = None  # (mod, params, cfg, pad_id) -> generate.generate's next_logits
-    fill: Callable | None = None  # masked LM: (mod, params, cfg, ids, mask_id, rng, temperature, top_k) -> ids
+    next_logits: Callable | None = None  # (mod, params, cfg, pad_id, cache) -> generate.generate's next_logits
+    fill: Callable | None = None  # masked LM: (mod, params, cfg, ids, mask_id, rng, temperature, top_k, top_p)
+    # -> ids
     specials: tuple = ()  # tokens the tokenizer must carry, e.g. ("[MASK]",)
     reads_text: bool = True  # trains on --data / --corpus, cut by --tokenizer
     unit: str = "tokens"  # what tokens_per_batch counts
@@ -107,6 +108,7 @@ def _text_data(min_tokens: Callable):
         if vocab is None:
             specials = ADAPTERS[o.model].specials
             vocab = (data.CharTokenizer.build(text, specials) if o.tokenizer == "char"
+                     else data.BPETokenizer.train(text, o.vocab_size, specials) if o.tokenizer == "bpe"
                      else data.WordTokenizer.build(text, o.max_vocab, specials))
         train_ids, val_ids = data.split(vocab.encode(text), o.val_fraction)
         need = min_tokens(o)
@@ -128,13 +130,20 @@ def _char_level(vocab) -> bool:
     return getattr(vocab, "kind", None) == "char"
 
 
+def _per_character(r: dict, ids: np.ndarray, vocab) -> dict:
+    """BPE: add bits per character of the text the predicted tokens (the last r["tokens"] of ids) spell."""
+    if getattr(vocab, "kind", None) != "bpe":
+        return r
+    return evaluate.per_character(r, vocab.n_chars(ids[len(ids) - r["tokens"]:]))
+
+
 # ---- causal Transformer LM (§5.1) ---------------------------------------------------------------
 
 def _transformer_config(mod, o, d):
     return mod.TransformerConfig(vocab_size=d.vocab.vocab_size, block_size=o.block_size, n_layer=o.layers,
                                  n_head=o.heads, n_embd=o.width, ffn=o.activation, norm=o.norm, pos=o.positions,
                                  scale_embed=o.scale_embed, tie_weights=o.tie_weights, causal=o.causal,
-                                 dropout=o.dropout)
+                                 dropout=o.dropout, head_bias=o.head_bias)
 
 
 def _windows(o, d, step, rng):
@@ -148,12 +157,20 @@ def _transformer_step(mod, params, cfg, batch, rng, carry):
 
 
 def _transformer_eval(mod, params, cfg, ids, o, vocab):
-    return evaluate.evaluate_windows(_logits(mod, params, cfg), ids, cfg.block_size, _eval_batch(o),
-                                     _char_level(vocab))
+    r = evaluate.evaluate_windows(_logits(mod, params, cfg), ids, min(cfg.block_size, o.block_size), _eval_batch(o),
+                                  _char_level(vocab))  # o.block_size: a GPT-2 fine-tuned on shorter windows
+    return _per_character(r, ids, vocab)
 
 
-def _transformer_next(mod, params, cfg, pad_id):
-    return generate.window_next(_logits(mod, params, cfg), cfg.block_size)
+def _transformer_next(mod, params, cfg, pad_id, cache=True):
+    """KV cache (or, cache=False, the window recomputed each step); past block_size both crop to the
+    last block_size // 2 tokens (minilm.generate), so the two give the same text.  A model without the
+    causal mask (--no-causal-mask, the text's bug) lets old positions read new ones, so nothing computed
+    for them stays valid: it always recomputes."""
+    keep = max(1, cfg.block_size // 2)
+    if cache and cfg.causal:
+        return generate.cached_next(lambda x, past: mod.forward_cached(params, cfg, x, past), cfg.block_size, keep)
+    return generate.window_next(_logits(mod, params, cfg), cfg.block_size, keep)
 
 
 # ---- masked LM (§3.2): the same Transformer, bidirectional, with [MASK] as the last id -------------
@@ -182,10 +199,10 @@ def _mlm_eval(mod, params, cfg, ids, o, vocab):
     return evaluate.evaluate_masked(_logits(mod, params, cfg), mask_fn, ids, cfg.block_size, _eval_batch(o))
 
 
-def _mlm_fill(mod, params, cfg, ids, mask_id, rng, temperature, top_k):
+def _mlm_fill(mod, params, cfg, ids, mask_id, rng, temperature, top_k, top_p=None):
     if len(ids) > cfg.block_size:
         raise ValueError(f"the prompt has {len(ids)} tokens; this masked LM reads at most {cfg.block_size}")
-    return generate.fill_masks(_logits(mod, params, cfg), ids, mask_id, rng, temperature, top_k)
+    return generate.fill_masks(_logits(mod, params, cfg), ids, mask_id, rng, temperature, top_k, top_p)
 
 
 # ---- MLP n-gram LM (§4.2) -----------------------------------------------------------------------
@@ -206,10 +223,11 @@ def _ngram_step(mod, params, cfg, batch, rng, carry):
 
 
 def _ngram_eval(mod, params, cfg, ids, o, vocab):
-    return evaluate.evaluate_contexts(_logits(mod, params, cfg), ids, cfg.context, 1024, _char_level(vocab))
+    r = evaluate.evaluate_contexts(_logits(mod, params, cfg), ids, cfg.context, 1024, _char_level(vocab))
+    return _per_character(r, ids, vocab)
 
 
-def _ngram_next(mod, params, cfg, pad_id):
+def _ngram_next(mod, params, cfg, pad_id, cache=True):  # reads its N tokens: nothing to cache
     return generate.context_next(_logits(mod, params, cfg), cfg.context, pad_id)
 
 
@@ -248,11 +266,12 @@ def _lstm_stepper(mod, params, cfg):
 
 
 def _lstm_eval(mod, params, cfg, ids, o, vocab):
-    return evaluate.evaluate_streams(_lstm_stepper(mod, params, cfg), ids, o.block_size, _eval_batch(o),
-                                     _char_level(vocab))
+    r = evaluate.evaluate_streams(_lstm_stepper(mod, params, cfg), ids, o.block_size, _eval_batch(o),
+                                  _char_level(vocab))
+    return _per_character(r, ids, vocab)
 
 
-def _lstm_next(mod, params, cfg, pad_id):
+def _lstm_next(mod, params, cfg, pad_id, cache=True):  # its carried state is its cache
     return generate.recurrent_next(_lstm_stepper(mod, params, cfg))
 
 
@@ -348,7 +367,7 @@ ADAPTERS: dict[str, Adapter] = {
         Adapter("transformer", "minilm.transformer", "TransformerConfig", "causal Transformer LM (§5.1)",
                 _text_data(lambda o: o.block_size + 1), _transformer_config, _windows, _transformer_step,
                 _transformer_eval, _tokenizer_from_dict, tokens_per_batch=lambda o: o.batch_size * o.block_size,
-                defaults={**_TEXT_LM, "causal": True}, next_logits=_transformer_next),
+                defaults={**_TEXT_LM, "causal": True, "head_bias": True}, next_logits=_transformer_next),
         Adapter("mlm", "minilm.transformer", "TransformerConfig", "masked LM, a bidirectional Transformer (§3.2)",
                 _text_data(lambda o: o.block_size + 1), _mlm_config, _windows, _mlm_step, _mlm_eval,
                 _tokenizer_from_dict, tokens_per_batch=lambda o: o.batch_size * o.block_size,
@@ -457,6 +476,13 @@ def load_run(path) -> Run:
     return Run(adapter, mod, cfg, params, tok, opts, meta, ck["opt_state"], ck["carry"] or None, str(path))
 
 
+def transformer_run(cfg, params, tokenizer, path: str) -> Run:
+    """A causal Transformer that comes from elsewhere than a checkpoint (a GPT-2 directory, minilm.hub.gpt2)."""
+    adapter = get("transformer")
+    return Run(adapter, adapter.load(), cfg, params, tokenizer, SimpleNamespace(block_size=cfg.block_size), {},
+               None, None, str(path))
+
+
 def evaluate_run(run: Run, ids: np.ndarray) -> dict:
     """Loss, perplexity (and bits per character, accuracy, exact match where they apply) over all of ``ids``."""
     return run.adapter.evaluate(run.module, run.params, run.cfg, ids, run.opts, run.tokenizer)
@@ -484,19 +510,23 @@ def format_scores(r: dict) -> str:
 
 
 def sample_run(run: Run, prompt: str = "", n_tokens: int = 200, temperature: float = 1.0, top_k: int | None = None,
-               seed: int = 0) -> str:
-    """Text from the model: the prompt and ``n_tokens`` more (the masked LM: the prompt with each [MASK] filled)."""
+               seed: int = 0, top_p: float | None = None, cache: bool = True) -> str:
+    """Text from the model: the prompt and ``n_tokens`` more (the masked LM: the prompt with each [MASK] filled).
+
+    ``cache=False`` recomputes a Transformer's window at every step instead of keeping its keys and values."""
     run.require("sample")
     rng = np.random.default_rng(seed)
     tok, a = run.tokenizer, run.adapter
     if n_tokens < 0:
         raise ValueError(f"the number of tokens must be >= 0, got {n_tokens}")
+    generate.check_sampling(temperature, top_k, top_p)
     if a.fill is not None:
         ids = tok.encode(prompt)
-        return tok.decode(a.fill(run.module, run.params, run.cfg, ids, tok.stoi["[MASK]"], rng, temperature, top_k))
+        return tok.decode(a.fill(run.module, run.params, run.cfg, ids, tok.stoi["[MASK]"], rng, temperature, top_k,
+                                top_p))
     ids = tok.encode(prompt) if prompt else np.array([pad_id(tok)], dtype=np.int64)
     if len(ids) == 0:
         raise ValueError("the prompt holds no token the vocabulary knows")
-    out = generate.generate(a.next_logits(run.module, run.params, run.cfg, pad_id(tok)), ids, n_tokens, rng,
-                            temperature, top_k)
+    out = generate.generate(a.next_logits(run.module, run.params, run.cfg, pad_id(tok), cache), ids, n_tokens, rng,
+                            temperature, top_k, top_p)
     return tok.decode(out if prompt else out[1:])

@@ -7,6 +7,8 @@ carries its own vocabulary):
     WordTokenizer   words, punctuation and newlines; the most frequent
                     ``max_vocab`` entries, everything else <unk>.  CJK
                     characters count as words of their own (Chinese has no spaces).
+    BPETokenizer    byte-level byte-pair encoding, GPT-2's (minilm/bpe.py): UTF-8
+                    bytes joined by learned merges; any text, exactly restored.
 
 Either may carry special tokens such as "[MASK]" (the masked LM's, §3.2);
 they come after the ordinary entries and are recognised inside text.
@@ -26,6 +28,8 @@ import re
 from collections import Counter
 
 import numpy as np
+
+from minilm.bpe import BPETokenizer
 
 UNK = "<unk>"
 
@@ -153,6 +157,8 @@ class WordTokenizer:
 
 def tokenizer_from_dict(d: dict):
     """Rebuild a tokenizer saved by ``to_dict`` (as stored in a checkpoint)."""
+    if isinstance(d, dict) and d.get("kind") == BPETokenizer.kind:
+        return BPETokenizer.from_dict(d)
     kinds = {"char": CharTokenizer, "word": WordTokenizer}
     if not isinstance(d, dict) or d.get("kind") not in kinds or not isinstance(d.get("itos"), list):
         raise ValueError(f"not a saved tokenizer: {str(d)[:80]}")

@@ -6,6 +6,8 @@ For a text of M predicted tokens w_1 .. w_M,
     perplexity = exp(loss)                                 (困惑度: the model is as unsure as a
                                                             uniform choice among this many tokens)
     bits/char  = loss / ln 2                               (for a character model)
+    bits/char  = M loss / (N ln 2)                         (any tokenizer: the N characters the
+                                                            M predicted tokens spell, e.g. BPE)
 
 Every token of the split is predicted exactly once: no random sample of
 batches, so two runs give the same number.  A model enters as a function
@@ -49,6 +51,13 @@ def summary(total: float, count: int, correct: int | None = None, char_level: bo
     if correct is not None:
         out["accuracy"] = correct / count
     return out
+
+
+def per_character(r: dict, n_chars: int) -> dict:
+    """``r`` with bits_per_char = (total nats) / (n_chars ln 2): the score of a text, whatever its tokens (§9.6)."""
+    if n_chars < 1:
+        raise ValueError("nothing to evaluate: the predicted tokens spell no characters")
+    return {**r, "bits_per_char": r["loss"] * r["tokens"] / (n_chars * math.log(2))}
 
 
 def evaluate_windows(logits_fn, ids: np.ndarray, block_size: int, batch_size: int, char_level=False) -> dict:

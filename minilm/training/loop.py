@@ -43,6 +43,7 @@ from minilm import optim
 from minilm.training import adapters as models
 from minilm.training import checkpoint
 from minilm.training.paths import output_dir, publish
+from minilm.training.threads import blas_threads, choose
 
 
 @dataclass
@@ -70,8 +71,11 @@ class TrainOptions:
     scale_embed: bool | None = None  # multiply token embeddings by sqrt(C) before adding positions (the text's)
     tie_weights: bool | None = None  # output projection = token embedding transposed
     causal: bool | None = None  # False removes the causal mask: the text's bug (each position sees its target)
-    tokenizer: str = "char"  # "char" or "word"
+    head_bias: bool | None = None  # the output layer's bias b_head (GPT-2 has none)
+    init_from: str | None = None  # a GPT-2 directory (config.json, model.safetensors, vocab.json, merges.txt)
+    tokenizer: str = "char"  # "char", "word" or "bpe"
     max_vocab: int = 10000  # word tokenizer's vocabulary cap, <unk> included
+    vocab_size: int = 1000  # bpe: 256 bytes + learned merges (+ the model's special tokens)
     lr: float | None = None
     min_lr: float | None = None  # default lr / 10
     warmup: int | None = None  # default steps / 20
@@ -82,7 +86,8 @@ class TrainOptions:
     eval_every: int | None = None  # default steps / 5
     val_fraction: float = 0.1
     stop_after: int | None = None  # pause after this step (checkpoint saved); continue with resume
-    fast: bool = False  # train with minilm.fast where the model has a fast path (same formulas, same checkpoint)
+    fast: bool = False  # train with minilm.fast (same formulas, same checkpoint; refused where there is none)
+    threads: int | None = None  # BLAS threads; None: chosen from the model's products (minilm.training.threads)
     # the seq2seq numbers task (minilm.training.translation)
     direction: str | None = None  # "en-zh": English words -> Chinese numerals, or "zh-en"
     max_number: int | None = None  # the task's numbers are 0 .. max_number
@@ -99,10 +104,11 @@ class TrainOptions:
 
 # options that only some models use: a model uses those its adapter has a default for
 MODEL_OPTIONS = ("block_size", "context", "layers", "heads", "width", "hidden", "dropout", "norm", "activation",
-                 "positions", "scale_embed", "tie_weights", "causal", "task", "direction", "max_number", "held_out",
-                 "share_vocab", "eval_size", "data_dir", "max_digits", "train_size", "held_out_speaker", "spec_augment")
-TEXT_OPTIONS = ("data", "corpus", "tokenizer", "max_vocab", "val_fraction")  # models that read a text
-RESUME_MAY_CHANGE = ("steps", "eval_every", "stop_after", "out", "fast", "data_dir")  # data_dir: checked by sha256
+                 "positions", "scale_embed", "tie_weights", "causal", "head_bias", "task", "direction", "max_number",
+                 "held_out", "share_vocab", "eval_size", "data_dir", "max_digits", "train_size", "held_out_speaker",
+                 "spec_augment")
+TEXT_OPTIONS = ("data", "corpus", "tokenizer", "max_vocab", "vocab_size", "val_fraction")  # models that read a text
+RESUME_MAY_CHANGE = ("steps", "eval_every", "stop_after", "out", "fast", "threads", "data_dir")  # data_dir: sha256
 
 
 class TrainingDiverged(RuntimeError):
@@ -149,8 +155,11 @@ def resolve(opts: TrainOptions, explicit=()) -> TrainOptions:
         raise ValueError(f"--dropout must be in [0, 1), got {o.dropout}")
     if o.stop_after is not None and o.stop_after < 1:
         raise ValueError(f"--stop-after must be a positive integer, got {o.stop_after}")
-    if o.tokenizer not in ("char", "word"):
-        raise ValueError(f"--tokenizer must be char or word, got {o.tokenizer!r}")
+    if o.tokenizer not in ("char", "word", "bpe"):
+        raise ValueError(f"--tokenizer must be char, word or bpe, got {o.tokenizer!r}")
+    if o.tokenizer == "bpe" and (not isinstance(o.vocab_size, int) or o.vocab_size < 256 + len(a.specials)):
+        raise ValueError(f"--vocab-size must be an integer >= {256 + len(a.specials)} for --tokenizer bpe "
+                         f"(256 bytes{' + ' + ', '.join(a.specials) if a.specials else ''}), got {o.vocab_size}")
     if o.data is not None and o.corpus is not None:
         raise ValueError("give --data FILE or --corpus NAME, not both")
     return o
@@ -264,6 +273,7 @@ def start(opts: TrainOptions, resume: bool = False, explicit=None, log=print, fo
                 raise ValueError(f"--{k.replace('_', '-')} {getattr(opts, k)} differs from the checkpoint's "
                                  f"{getattr(saved, k)}; a resumed run keeps its settings")
         o = resolve(dataclasses.replace(saved, out=opts.out, stop_after=opts.stop_after, fast=opts.fast,
+                                        threads=opts.threads,
                                         **{k: getattr(opts, k) for k in ("steps", "eval_every") if k in explicit}))
         adapter, mod = run.adapter, run.module
         d = adapter.prepare(o, log, run.tokenizer)
@@ -276,11 +286,12 @@ def start(opts: TrainOptions, resume: bool = False, explicit=None, log=print, fo
         o = resolve(opts, explicit)
         adapter = models.get(o.model)
         mod = adapter.load()
-        d = adapter.prepare(o, log, None)
+        init = init_from(o, explicit) if o.init_from is not None else None  # (cfg, params, tokenizer)
+        d = adapter.prepare(o, log, None if init is None else init[2])
     init_rng, rng = (np.random.default_rng(s) for s in np.random.SeedSequence(o.seed).spawn(2))
     if not resume:
-        cfg = adapter.make_config(mod, o, d)
-        params = mod.init_params(cfg, init_rng)
+        cfg = adapter.make_config(mod, o, d) if init is None else init[0]
+        params = mod.init_params(cfg, init_rng) if init is None else init[1]
         return Session(o, adapter, mod, cfg, d, params, optim.init_state(params), rng)
     meta = run.meta
     if run.opt_state is None:
@@ -293,6 +304,34 @@ def start(opts: TrainOptions, resume: bool = False, explicit=None, log=print, fo
     rng.bit_generator.state = meta["rng"]
     return Session(o, adapter, mod, run.cfg, d, run.params, run.opt_state, rng, run.carry, int(meta["step"]),
                    meta["history"], meta["spent"], meta.get("last_eval"), last_saved=int(meta["step"]))
+
+
+FROM_GPT2 = ("layers", "heads", "width", "norm", "activation", "positions", "scale_embed", "tie_weights", "causal",
+             "head_bias", "tokenizer", "vocab_size", "max_vocab")  # what --init-from DIR's files decide
+
+
+def init_from(o: TrainOptions, explicit) -> tuple:
+    """(cfg, params, tokenizer) of the GPT-2 directory ``o.init_from`` (minilm.hub.gpt2), to fine-tune.
+
+    The architecture and the tokenizer are the directory's; ``o`` is made to say so (its checkpoint
+    then records them).  Training windows are --block-size tokens, at most its n_positions.
+    """
+    from minilm.hub import gpt2
+
+    if o.model != "transformer":
+        raise ValueError(f"--init-from reads a GPT-2, a causal Transformer: it does not apply to --model {o.model}")
+    given = [k for k in FROM_GPT2 if k in explicit]
+    if given:
+        raise ValueError(f"--{given[0].replace('_', '-')} comes from {o.init_from} with --init-from")
+    cfg, params, tok = gpt2.load(o.init_from)
+    if o.block_size > cfg.block_size:
+        raise ValueError(f"--block-size {o.block_size} exceeds the {cfg.block_size} positions of {o.init_from}")
+    cfg = dataclasses.replace(cfg, dropout=o.dropout)
+    o.layers, o.heads, o.width, o.norm, o.activation, o.positions = (cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.norm,
+                                                                     cfg.ffn, cfg.pos)
+    o.scale_embed, o.tie_weights, o.causal, o.head_bias = cfg.scale_embed, cfg.tie_weights, cfg.causal, cfg.head_bias
+    o.tokenizer, o.vocab_size = "bpe", tok.vocab_size
+    return cfg, params, tok
 
 
 def evaluate(s: Session) -> dict:
@@ -372,19 +411,21 @@ def train(opts: TrainOptions, resume: bool = False, explicit=None, log=print, pr
 
     from tqdm import tqdm
 
+    n_threads, why = choose(s.params, a.tokens_per_batch(o), o.threads)
+
     stop_at = o.steps if o.stop_after is None else min(o.steps, o.stop_after)
     Path(o.out).mkdir(parents=True, exist_ok=True)
-    with StopOnSigint() as sigint, tqdm(total=o.steps, initial=s.step, disable=not progress, desc=o.model,
-                                        unit="step", dynamic_ncols=True) as bar:
+    with StopOnSigint() as sigint, blas_threads(n_threads), tqdm(
+            total=o.steps, initial=s.step, disable=not progress, desc=o.model, unit="step", dynamic_ncols=True) as bar:
         log(f"training {o.model} ({models.n_params(s.params):,} parameters) on {s.data.source}: {s.data.about}; "
-            f"steps {s.step} -> {o.steps}", flush=True)
+            f"steps {s.step} -> {o.steps}; BLAS threads {n_threads} ({why})", flush=True)
         while s.step < stop_at:
             t0 = time.perf_counter()
             batch = a.batch(o, s.data, s.step, s.rng)
             lr = optim.lr_at(s.step, o.lr, o.min_lr, o.warmup, o.steps)
             if fast_step is not None:  # loss, gradients, clipping and AdamW in one call (minilm.fast.training)
                 with np.errstate(over="ignore", invalid="ignore"):
-                    (loss, norm), carry = fast_step(batch, lr), None
+                    loss, norm, carry = fast_step(batch, lr, s.carry)
                 for what, value in (("the training loss", loss), ("the gradient norm", norm)):
                     if not math.isfinite(value):
                         raise _diverged(s, what, value, s.step + 1)

@@ -1,0 +1,110 @@
+"""``python -m minilm bench --profile``: where a fast step's time goes, op by op.
+
+Each kernel of the fast path is wrapped in a timer of this thread's CPU time
+(``time.thread_time_ns``), and the step runs on ONE thread with BLAS on one
+thread (MINILM_THREADS=1), so every nanosecond of work is counted once and
+other processes on the machine change the figures little (they take the
+wall clock, not this thread's CPU time).  A profile, not a benchmark: the
+wrappers add about a microsecond per call, and the two-thread split of the
+real step is left out.
+
+    transformer   the bench's nanoGPT step against its matmul floor (bench.matmul_floor): each kernel of
+                  minilm.fast.kernels, AdamW, the gradient norm, and the rest (bias adds, lookups)
+    lstm          the bench's LSTM 128 -> 128 call: the loops over t (per step: the recurrent products and
+                  the gates) against the products before and after them (per call)
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from contextlib import contextmanager
+
+
+@contextmanager
+def _timed(targets):
+    """Wrap each (object, attribute name, label) in a CPU-time counter; yields (ns Counter, calls Counter)."""
+    ns, calls, saved = Counter(), Counter(), []
+    for obj, name, label in targets:
+        fn = getattr(obj, name)
+        saved.append((obj, name, fn))
+
+        def timed(*a, _fn=fn, _label=label, **k):
+            t = time.thread_time_ns()
+            try:
+                return _fn(*a, **k)
+            finally:
+                ns[_label] += time.thread_time_ns() - t
+                calls[_label] += 1
+
+        setattr(obj, name, timed)
+    try:
+        yield ns, calls
+    finally:
+        for obj, name, fn in saved:
+            setattr(obj, name, fn)
+
+
+def _cpu_ms(fn, n: int) -> float:
+    t = time.thread_time_ns()
+    for _ in range(n):
+        fn()
+    return (time.thread_time_ns() - t) / n / 1e6
+
+
+def profile_transformer(steps: int = 10, log=print) -> dict:
+    from minilm.fast import bench
+    from minilm.fast import kernels as K
+    from minilm.fast.blas import one_thread
+    from minilm.fast.flat import FlatParams
+
+    step, _ = bench.transformer_step("fast")
+    floor, _ = bench.transformer_step("floor")
+    names = ("matmul", "attention_forward", "attention_backward", "gelu_bias_forward", "gelu_backward_inplace",
+             "layernorm_forward", "layernorm_backward", "cross_entropy_inplace", "embedding_backward_add")
+    targets = [(K, n, n) for n in names] + [(FlatParams, "adamw_step", "adamw_step"),
+                                            (FlatParams, "grad_norm", "grad_norm")]
+    with one_thread():
+        for _ in range(3):
+            step(), floor()
+        floor_ms = _cpu_ms(floor, steps)
+        with _timed(targets) as (ns, calls):
+            total = _cpu_ms(step, steps)
+    rows = {k: ns[k] / steps / 1e6 for k in names + ("adamw_step", "grad_norm")}
+    rows["rest (bias adds, lookups, views)"] = total - sum(rows.values())
+    log(f"fast Transformer step (nanoGPT config), one thread: {total:.1f} ms CPU; its matmul floor "
+        f"{floor_ms:.1f} ms CPU; step / floor {total / floor_ms:.2f}")
+    log(f"  {'op':<34} {'ms/step':>8} {'calls':>6}  (attention_* include their batched products)")
+    for k, ms in sorted(rows.items(), key=lambda kv: -kv[1]):
+        log(f"  {k:<34} {ms:8.2f} {calls[k] // steps if calls[k] else '':>6}")
+    return {"total_ms": total, "floor_ms": floor_ms, "ops": rows}
+
+
+def profile_lstm(steps: int = 10, log=print) -> dict:
+    from minilm.fast import bench
+    from minilm.fast import lstm as L
+    from minilm.fast.blas import one_thread
+
+    call, _ = bench.lstm_step("fast")
+    targets = [(L, "_steps_forward", "per step: forward loop over t"),
+               (L, "_steps_backward", "per step: backward loop over t")]
+    with one_thread():
+        for _ in range(3):
+            call()
+        with _timed(targets) as (ns, calls):
+            total = _cpu_ms(call, steps)
+    rows = {k: ns[k] / steps / 1e6 for _, _, k in targets}
+    rows["per call: stacked products, copies"] = total - sum(rows.values())
+    log(f"fast LSTM 128 -> 128, T 64, B 32, forward + backward, one thread: {total:.1f} ms CPU")
+    for k, ms in rows.items():
+        log(f"  {k:<34} {ms:8.2f} ms  {ms / 64 * 1e3 if k.startswith('per step') else float('nan'):7.1f} us/step")
+    return {"total_ms": total, "ops": rows}
+
+
+def run(log=print) -> dict:
+    os.environ["MINILM_THREADS"] = "1"  # read by minilm.fast.threads at every split
+    try:
+        return {"transformer": profile_transformer(log=log), "lstm": profile_lstm(log=log)}
+    finally:
+        del os.environ["MINILM_THREADS"]
