@@ -83,7 +83,8 @@ _spec.loader.exec_module(regenerate)
 # notebooks whose opening glossary and answer keys are in place (the others are skipped until they have them)
 WITH_ANSWER_KEYS = {"01_attention", "02_multihead_attention", "03_positional_encoding", "04_transformer_lm",
                     "05_objectives", "06_ngram_mlp", "07_lstm", "08_perplexity", "09_comparing_models",
-                    "10_in_context_learning", "11_generation", "translation", "finetuning"}
+                    "10_in_context_learning", "11_generation", "translation", "finetuning",
+                    "speech_recognition", "tokenization_and_gpt2"}
 
 
 def cells(path):
