@@ -422,7 +422,9 @@ def test_the_search_finds_what_a_teacher_copy_keeps(tmp_path):
 
 
 def test_neighbour_that_spells_the_answer_out_is_stubbed(tmp_path):
-    make(tmp_path, ["lstm_step_backward"])
+    from minilm.classroom.grading import checks_of
+
+    make(tmp_path, ["lstm_step_backward"], cases=checks_of(find_exercises()))
     manifest = json.loads((tmp_path / MANIFEST).read_text())
     assert manifest["exercises"] == ["lstm_step_backward"] and "lstm_backward" in manifest["also_stubbed"]
     src = (tmp_path / "minilm" / "lstm.py").read_text()

@@ -321,7 +321,7 @@ def cmd_bench(args) -> int:
 
         log(f"per-op profile (one thread, CPU time; minilm/fast/profile.py); {os.cpu_count()} CPUs, "
             f"load average {os.getloadavg()[0]:.1f}")
-        profile.run(log)
+        profile.run(transformer_step, lstm_step, log)
         return 0
     log(f"{len(workloads)} workload(s), {args.rounds} round(s) of {args.steps} steps after {args.warmup} warm-up; "
         f"torch: {'yes' if use_torch else 'not installed, skipped'}")

@@ -53,14 +53,14 @@ def _cpu_ms(fn, n: int) -> float:
     return (time.thread_time_ns() - t) / n / 1e6
 
 
-def profile_transformer(steps: int = 10, log=print) -> dict:
-    from minilm.fast import bench
+def profile_transformer(make_step, steps: int = 10, log=print) -> dict:
+    """``make_step(kind)`` is the bench's minilm.fast.bench.transformer_step: kind "fast" or "floor"."""
     from minilm.fast import kernels as K
     from minilm.fast.blas import one_thread
     from minilm.fast.flat import FlatParams
 
-    step, _ = bench.transformer_step("fast")
-    floor, _ = bench.transformer_step("floor")
+    step, _ = make_step("fast")
+    floor, _ = make_step("floor")
     names = ("matmul", "attention_forward", "attention_backward", "gelu_bias_forward", "gelu_backward_inplace",
              "layernorm_forward", "layernorm_backward", "cross_entropy_inplace", "embedding_backward_add")
     targets = [(K, n, n) for n in names] + [(FlatParams, "adamw_step", "adamw_step"),
@@ -81,12 +81,12 @@ def profile_transformer(steps: int = 10, log=print) -> dict:
     return {"total_ms": total, "floor_ms": floor_ms, "ops": rows}
 
 
-def profile_lstm(steps: int = 10, log=print) -> dict:
-    from minilm.fast import bench
+def profile_lstm(make_call, steps: int = 10, log=print) -> dict:
+    """``make_call(kind)`` is the bench's minilm.fast.bench.lstm_step."""
     from minilm.fast import lstm as L
     from minilm.fast.blas import one_thread
 
-    call, _ = bench.lstm_step("fast")
+    call, _ = make_call("fast")
     targets = [(L, "_steps_forward", "per step: forward loop over t"),
                (L, "_steps_backward", "per step: backward loop over t")]
     with one_thread():
@@ -103,9 +103,11 @@ def profile_lstm(steps: int = 10, log=print) -> dict:
     return {"total_ms": total, "ops": rows}
 
 
-def run(log=print) -> dict:
+def run(transformer_step, lstm_step, log=print) -> dict:
+    """Both profiles; the bench (minilm.fast.bench) hands over the steps it times, so both measure the same work."""
     os.environ["MINILM_THREADS"] = "1"  # read by minilm.fast.threads at every split
     try:
-        return {"transformer": profile_transformer(log=log), "lstm": profile_lstm(log=log)}
+        return {"transformer": profile_transformer(transformer_step, log=log),
+                "lstm": profile_lstm(lstm_step, log=log)}
     finally:
         del os.environ["MINILM_THREADS"]

@@ -399,7 +399,11 @@ def train(opts: TrainOptions, resume: bool = False, explicit=None, log=print, pr
     o, a = s.o, s.adapter
     fast_step = None
     if o.fast:
-        from minilm.fast.training import attach
+        try:
+            from minilm.fast.training import attach
+        except ModuleNotFoundError:  # a student copy leaves minilm/fast/ out
+            raise ValueError("--fast: this installation has no minilm/fast/ (a student copy leaves it out); "
+                             "train without --fast") from None
 
         fast_step = attach(s)
         if fast_step is None:
