@@ -212,12 +212,17 @@ def goal_lines(model: str, results: list[dict]) -> list[str]:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", choices=["transformer", "lstm"], default="transformer")
-    p.add_argument("--data", default=str(DEFAULT_DATA), help="tinyshakespeare.txt")
+    p.add_argument("--data", default=None, help="tinyshakespeare.txt (default: a copy in ../shared if there is one, "
+                   "else minilm's verified download into $MINILM_CACHE)")
     p.add_argument("--steps", type=int, default=RECIPE["steps"])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--only", choices=["torch", "minilm"])
     p.add_argument("--torch-worker", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
+    if a.data is None:
+        from minilm.training.corpora import fetch
+
+        a.data = str(DEFAULT_DATA) if DEFAULT_DATA.exists() else str(fetch("tinyshakespeare"))
     if not Path(a.data).exists():
         raise SystemExit(f"{a.data} not found: give --data path/to/tinyshakespeare.txt")
     if a.torch_worker:
