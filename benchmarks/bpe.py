@@ -34,7 +34,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 SHARED = [HERE.parents[1] / "shared" / "data" / "tinyshakespeare.txt",  # beside the repository
-          HERE.parents[2] / "shared" / "data" / "tinyshakespeare.txt"]  # beside a worktree's parent
+          HERE.parents[2] / "shared" / "data" / "tinyshakespeare.txt"]  # one folder further up
 
 
 def timed(fn, repeat: int):
