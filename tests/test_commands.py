@@ -148,3 +148,17 @@ def test_sample_from_a_model_without_the_causal_mask_recomputes(corpus, tmp_path
                      cache]) == 0
         texts.append(capsys.readouterr().out)
     assert texts[0] == texts[1] and texts[0].startswith("the ")
+
+
+def test_classroom_paths_are_one_line_errors(tmp_path, capsys):
+    f = tmp_path / "notes.txt"
+    f.write_text("mine\n")
+    for argv, match in ((["exercise", "make", str(f)], "is a file, not a directory"),
+                        (["exercise", "check", str(f)], "is not a folder"),
+                        (["exercise", "check", str(tmp_path), "--json", str(tmp_path / "no" / "g.json")],
+                         "does not exist")):
+        code = main(argv)
+        out, err = capsys.readouterr()
+        lines = (out + err).strip().splitlines()
+        assert code == 2 and len(lines) == 1 and match in lines[0], (argv, out, err)
+    assert f.read_text() == "mine\n"
