@@ -53,7 +53,7 @@ from minilm.embedding import embedding_backward, embedding_forward
 from minilm.linear import linear_backward, linear_forward
 from minilm.lstm import lstm_backward, lstm_forward, lstm_gates_backward, lstm_gates_forward, lstm_init
 from minilm.softmax import cross_entropy_backward, cross_entropy_forward
-from minilm.validate import check_ids
+from minilm.validate import check_ids, check_param_shapes
 
 IGNORE_INDEX = -100  # a target equal to this (padding) does not count in the loss
 
@@ -320,12 +320,7 @@ def init_params(cfg: LASConfig, rng: np.random.Generator, dtype=np.float32) -> d
 
 
 def _check(params, cfg, x, lengths):
-    shapes = param_shapes(cfg)
-    for k, shape in shapes.items():
-        if k not in params:
-            raise ValueError(f"params lack {k!r} (a config of {len(shapes)} parameters)")
-        if np.shape(params[k]) != shape:
-            raise ValueError(f"params[{k!r}] must have shape {shape}, got {np.shape(params[k])}")
+    check_param_shapes(params, param_shapes(cfg))
     x = np.asarray(x)
     if x.ndim != 3 or x.shape[2] != cfg.n_mels or x.shape[1] < 1:
         raise ValueError(f"features must have shape (B, T, {cfg.n_mels}) with T >= 1, got {x.shape}")

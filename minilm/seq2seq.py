@@ -57,7 +57,7 @@ from minilm.layernorm import layernorm_backward, layernorm_forward
 from minilm.linear import linear_backward, linear_forward
 from minilm.positional import sinusoidal_backward, sinusoidal_forward
 from minilm.softmax import cross_entropy_backward, cross_entropy_forward
-from minilm.validate import check_ids
+from minilm.validate import check_ids, check_param_shapes
 
 IGNORE_INDEX = -100  # a target equal to this (padding) does not count in the loss
 
@@ -276,11 +276,7 @@ def init_params(cfg: Seq2SeqConfig, rng: np.random.Generator, dtype=np.float32) 
 
 def _check_params(params, cfg):
     shapes = param_shapes(cfg)
-    for k, shape in shapes.items():
-        if k not in params:
-            raise ValueError(f"params lack {k!r} (a config of {len(shapes)} parameters)")
-        if np.shape(params[k]) != shape:
-            raise ValueError(f"params[{k!r}] must have shape {shape}, got {np.shape(params[k])}")
+    check_param_shapes(params, shapes)
     if len({params[k].dtype for k in shapes}) != 1:
         raise ValueError("every parameter must have one dtype (no silent upcast)")
 

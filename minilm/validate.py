@@ -42,3 +42,12 @@ def check_param_dict(params: dict, shapes: dict[str, tuple[int, ...]]) -> np.dty
         if params[k].shape != shape:
             raise ValueError(f"params[{k!r}] must have shape {shape}, got {params[k].shape}")
     return dtypes.pop()
+
+
+def check_param_shapes(params: dict, shapes: dict[str, tuple[int, ...]]) -> None:
+    """Every key of ``shapes`` must be in ``params`` with that shape (extra keys are allowed)."""
+    for k, shape in shapes.items():
+        if k not in params:
+            raise ValueError(f"params lack {k!r} (a config of {len(shapes)} parameters)")
+        if np.shape(params[k]) != shape:
+            raise ValueError(f"params[{k!r}] must have shape {shape}, got {np.shape(params[k])}")

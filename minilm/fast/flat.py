@@ -135,3 +135,25 @@ class FlatParams:
             mine = self.named(buf)
             for k, a in state[key].items():
                 mine[k][...] = a
+
+
+class FlatModel:
+    """What every fast model does with its FlatParams ``flat``: parameters and gradients as named views of
+    it, loading plain parameters and AdamW state in, and handing the state back out for a checkpoint."""
+
+    def _init_flat(self, flat: FlatParams, params: dict | None) -> None:
+        self.flat = flat
+        self.dtype = flat.dtype
+        self.params, self.grads = flat.params, flat.grads  # {name: view of the one buffer}
+        if params is not None:
+            flat.load(params)
+
+    def load(self, params: dict) -> None:
+        self.flat.load(params)
+
+    def opt_state(self) -> dict:
+        return self.flat.opt_state()
+
+    def load_opt_state(self, state: dict) -> None:
+        self.flat.load_opt_state(state)
+

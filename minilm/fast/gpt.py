@@ -41,7 +41,7 @@ import numpy as np
 
 from minilm.fast import kernels as K
 from minilm.fast.blas import one_thread
-from minilm.fast.flat import FlatParams
+from minilm.fast.flat import FlatModel, FlatParams
 from minilm.fast.threads import n_threads, run_rows
 from minilm.positional import sinusoidal_table
 from minilm.transformer import IGNORE_INDEX
@@ -94,7 +94,7 @@ def layout(cfg):
     return entries, aliases
 
 
-class FastTransformer:
+class FastTransformer(FlatModel):
     """Flat buffers and reusable activations for one config; ``step`` trains, ``loss_and_grads`` checks.
 
     ``params`` and ``grads`` are dicts of views (the plain model's keys); write into
@@ -107,21 +107,8 @@ class FastTransformer:
             raise ValueError("FastTransformer needs a feed-forward (relu or gelu) in every block and, pre-LN, "
                              "the final LayerNorm; use minilm.transformer for this one")
         self.cfg = cfg
-        self.flat = FlatParams(*layout(cfg), dtype=dtype)
-        self.dtype = self.flat.dtype
-        self.params, self.grads = self.flat.params, self.flat.grads
         self._ws_shape, self._ws = None, None
-        if params is not None:
-            self.flat.load(params)
-
-    def load(self, params: dict) -> None:
-        self.flat.load(params)
-
-    def opt_state(self) -> dict:
-        return self.flat.opt_state()
-
-    def load_opt_state(self, state: dict) -> None:
-        self.flat.load_opt_state(state)
+        self._init_flat(FlatParams(*layout(cfg), dtype=dtype), params)
 
     # ---- buffers ----
 

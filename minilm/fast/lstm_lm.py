@@ -26,31 +26,18 @@ import numpy as np
 
 from minilm.fast import kernels as K
 from minilm.fast import lstm as L
-from minilm.fast.flat import FlatParams
+from minilm.fast.flat import FlatModel, FlatParams
 from minilm.lstm_lm import check_state, param_shapes, zero_state
 from minilm.validate import check_ids
 
 
-class FastLSTMLM:
+class FastLSTMLM(FlatModel):
     """Flat buffers for one LSTMConfig; ``step`` trains, ``loss_grads_and_state`` checks."""
 
     def __init__(self, cfg, params: dict | None = None, dtype=np.float32):
         self.cfg = cfg
         entries = [(k, s, len(s) >= 2) for k, s in param_shapes(cfg).items()]  # matrices decay (minilm.optim)
-        self.flat = FlatParams(entries, dtype=dtype)
-        self.dtype = self.flat.dtype
-        self.params, self.grads = self.flat.params, self.flat.grads
-        if params is not None:
-            self.flat.load(params)
-
-    def load(self, params: dict) -> None:
-        self.flat.load(params)
-
-    def opt_state(self) -> dict:
-        return self.flat.opt_state()
-
-    def load_opt_state(self, state: dict) -> None:
-        self.flat.load_opt_state(state)
+        self._init_flat(FlatParams(entries, dtype=dtype), params)
 
     def forward_backward(self, idx, targets, state=None):
         """minilm.lstm_lm.loss_grads_and_state without the grads dict: fills ``grads``, returns (loss, final state)."""

@@ -19,12 +19,12 @@ import math
 import numpy as np
 
 from minilm.fast import kernels as K
-from minilm.fast.flat import FlatParams
+from minilm.fast.flat import FlatModel, FlatParams
 from minilm.ngram import check_context, param_shapes
 from minilm.validate import check_ids
 
 
-class FastNgram:
+class FastNgram(FlatModel):
     """Flat buffers for one NgramConfig; ``step`` trains, ``loss_and_grads`` checks."""
 
     def __init__(self, cfg, params: dict | None = None, dtype=np.float32):
@@ -32,21 +32,8 @@ class FastNgram:
             raise ValueError(f"activation must be tanh or relu, got {cfg.activation!r}")
         self.cfg = cfg
         entries = [(k, s, len(s) >= 2) for k, s in param_shapes(cfg).items()]
-        self.flat = FlatParams(entries, dtype=dtype)
-        self.dtype = self.flat.dtype
-        self.params, self.grads = self.flat.params, self.flat.grads
         self._ws, self._touched = None, None
-        if params is not None:
-            self.flat.load(params)
-
-    def load(self, params: dict) -> None:
-        self.flat.load(params)
-
-    def opt_state(self) -> dict:
-        return self.flat.opt_state()
-
-    def load_opt_state(self, state: dict) -> None:
-        self.flat.load_opt_state(state)
+        self._init_flat(FlatParams(entries, dtype=dtype), params)
 
     def _workspace(self, B: int):
         if self._ws is None or self._ws["x"].shape[0] != B:

@@ -4,7 +4,6 @@ follow the user's umask.
     output_dir(path, flag)   a directory to write into: missing parents are created when the run saves,
                              but a file in the way, or a place that cannot be written, is refused now
     output_file(path, flag)  a file to write: its folder must exist and be writable, and it must not be a folder
-    input_file(path, flag)   a file to read: it must exist and be a file
     publish(tmp)             give a finished temporary file (mode 0600) the mode a new file gets (0666 & ~umask)
 """
 
@@ -55,13 +54,4 @@ def output_file(path, flag: str) -> Path:
         raise ValueError(f"{flag} {path}: {parent} is a file, not a folder")
     if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
         raise ValueError(f"{flag} {path}: cannot write there (permission denied)")
-    return path
-
-
-def input_file(path, flag: str) -> Path:
-    path = Path(path)
-    if path.is_dir():
-        raise ValueError(f"{flag} {path} is a directory, not a file")
-    if not path.exists():
-        raise ValueError(f"{flag} {path}: no such file")
     return path
