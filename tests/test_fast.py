@@ -39,9 +39,9 @@ def test_flat_params_layout():
 # ---- LSTM ----
 
 
-def lstm_inputs(dtype=np.float64):
+def lstm_inputs(dtype=np.float64, T=6):
     r = np.random.default_rng(3)
-    B, T, D, Hd = 3, 6, 4, 5
+    B, D, Hd = 3, 4, 5
     Wx, Wh, b = lstm.lstm_init(r, D, Hd, dtype)
     b += r.standard_normal(4 * Hd).astype(dtype)
     x = r.standard_normal((B, T, D)).astype(dtype)
@@ -51,10 +51,10 @@ def lstm_inputs(dtype=np.float64):
     return (x, h0, c0, Wx, Wh, b), dhs, dstate
 
 
-def lstm_errors(fast_backward=fast_lstm.lstm_backward):
-    args, dhs, dstate = lstm_inputs()
+def lstm_errors(fast_backward=fast_lstm.lstm_backward, T=6, ws=None):
+    args, dhs, dstate = lstm_inputs(T=T)
     hs, (h, c), cache = lstm.lstm_forward(*args)
-    fhs, (fh, fc), fcache = fast_lstm.lstm_forward(*args)
+    fhs, (fh, fc), fcache = fast_lstm.lstm_forward(*args, ws=ws)
     out_err = max(float(np.abs(a - b).max()) for a, b in ((hs, fhs), (h, fh), (c, fc)))
     grads = lstm.lstm_backward(dhs, cache, dstate)
     fgrads = fast_backward(dhs, fcache, dstate)
@@ -67,6 +67,32 @@ def test_lstm_matches_plain():
     out_err, errors = lstm_errors()
     assert out_err <= TOL
     assert max(errors.values()) <= TOL, errors
+
+
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_lstm_matches_plain_over_several_chunks(monkeypatch, threads):
+    """T = 21 is three chunks of products (8, 8, 5), on the worker thread or all on this one;
+    a Workspace used for another shape first, then for this one twice, gives the same numbers."""
+    monkeypatch.setenv("MINILM_THREADS", threads)
+    ws = fast_lstm.Workspace()
+    lstm_errors(T=5, ws=ws)
+    for _ in range(2):
+        out_err, errors = lstm_errors(T=21, ws=ws)
+        assert len(ws.chunks) == 3 and out_err <= TOL and max(errors.values()) <= TOL, errors
+
+
+def test_lstm_lost_chunk_is_caught(monkeypatch):
+    """A backward whose weight products forget the first chunk (t < 8) of a three-chunk sequence."""
+    orig = fast_lstm._weight_products
+
+    def lossy(ws, xt, k, t0, t1):
+        orig(ws, xt, k, t0, t1)
+        if k == 0:
+            ws.dWh_parts[k] = 0
+
+    monkeypatch.setattr(fast_lstm, "_weight_products", lossy)
+    _, errors = lstm_errors(T=21)
+    assert errors["dWh"] > BROKEN and errors["dWx"] <= TOL
 
 
 def test_lstm_broken_backward_is_caught():

@@ -156,8 +156,10 @@ def lstm_step(kind: str):
     if kind == "fast":
         from minilm.fast import lstm as fast_lstm
 
+        ws = fast_lstm.Workspace()  # the layer's arrays, kept from call to call as a model keeps them
+
         def step():
-            _, _, cache = fast_lstm.lstm_forward(x, h0, h0, Wx, Wh, b)
+            _, _, cache = fast_lstm.lstm_forward(x, h0, h0, Wx, Wh, b, ws)
             fast_lstm.lstm_backward(dout, cache)
 
         return step, B * T

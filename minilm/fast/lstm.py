@@ -2,33 +2,38 @@
 
 ``lstm_forward`` / ``lstm_backward`` here are drop-in replacements for the
 functions of the same name in minilm.lstm (tests/test_fast.py checks that
-they agree).  The formulas are those of minilm.lstm.lstm_gates_forward:
+they agree).  The formulas are those of minilm.lstm.lstm_gates_forward (§5.2):
 
     a = x_t W_x + h_{t-1} W_h + b;   i, f, o = sigmoid(a_i, a_f, a_o);   g = tanh(a_g)
     c_t = f * c_{t-1} + i * g;       h_t = o * tanh(c_t)
 
-NumPy pays about a microsecond per call, and inside the loop over t every
-call is paid T times on arrays small enough to sit in the cache, so the
-loop body is written with as few calls as the formulas allow:
+Where a call's time goes (``python -m minilm bench --profile``): the loop over
+t must run one step after another, and NumPy pays about a microsecond per
+call inside it, on arrays small enough to sit in the cache; the products
+x_t W_x (forward) and dW_x, dW_h, dx (backward) do not depend on the
+recurrence and are four times the loop's arithmetic.  So:
 
-* all four gates come from ONE exponential: with the g block's
-  pre-activation doubled, s = 1 / (1 + exp(-a)) is sigmoid for i, f, o and
-  sigma = sigmoid(2 a_g) for g, and tanh(a_g) = 2 sigma - 1.  The factors -1
-  (i, f, o) and -2 (g) are folded into copies of W_x, W_h and b made once per
-  call, so the step computes -a directly: s = 1 / (1 + exp(h W_h' + (x W_x' + b'))).
-* the gate derivatives are all s (1 - s): i(1-i), f(1-f), o(1-o) directly, and
-  1 - g^2 = 4 sigma (1 - sigma).  The backward keeps the g block's gradient
-  divided by 4 (one (B, 4Hd) multiply per step for all gates), and the
-  factor 4 goes into the weights it is multiplied by (W_h^T, W_x^T) and into
-  the g columns of dW_x, dW_h, db, once per call.
-* W_h^T is stored contiguous for the backward's h-products (OpenBLAS is
-  about a third slower on the transposed view at this size).
-* every per-step result is written into preallocated (T, B, .) arrays (out=).
+* the products run on the second core BEHIND (backward) or AHEAD OF
+  (forward) the loop, CHUNK steps at a time (minilm.fast.threads.Background):
+  while this thread works on steps t0..t1, the worker multiplies the chunk
+  the loop has just finished (or is about to need); the two threads share
+  what is left at the end.  BLAS stays on one thread (minilm.fast.blas).
+* ONE tanh gives all four gates: sigmoid(a) = (1 + tanh(a / 2)) / 2, and the
+  halving of a_i, a_f, a_o is folded into copies of W_x, W_h and b made once
+  per call.  Inside the step the gates are stored in the order i, f, o, g,
+  so the three sigmoids are one block; the copies' columns are reordered to
+  match and the gradients' columns put back in the plain order at the end.
+* the gates' derivatives, i (1 - i), ..., 1 - g^2 and 1 - tanh^2(c_t), are
+  computed for a whole chunk at a time on the worker during the forward, so
+  the backward step only multiplies by them.
+* every array, and every per-step view of it, belongs to a ``Workspace``
+  allocated once for a shape (T, B, D, Hd) and reused by every call: a fresh
+  10 MB of arrays per call costs thousands of page faults.  A model keeps one
+  Workspace per layer (minilm.fast.lstm_lm); ``lstm_forward`` without one
+  makes a new one per call.
 
-As in minilm.lstm, x_t W_x + b for all steps is one matmul before the loop,
-and dW_x, dW_h, db, dx are single stacked matmuls after the backward loop.
-The batch rows never interact, so the two halves of the batch may run on two
-threads (``_split_batch``); with BLAS on one thread inside the loop either way.
+Shapes: B batch, T steps, D input size, Hd hidden size; time-major rows of
+(T B, .) arrays are ordered t B + n.
 """
 
 from __future__ import annotations
@@ -36,145 +41,217 @@ from __future__ import annotations
 import numpy as np
 
 from minilm.fast.blas import one_thread
-from minilm.fast.threads import n_threads, run_halves
+from minilm.fast.threads import Background
 
-MIN_SPLIT = 64  # batch rows needed before the halves go to two threads (below that, the handover costs more)
-
-
-def _split_batch(rows, B: int) -> None:
-    """rows(lo, hi) over the batch, with BLAS on one thread: in two halves on two threads when B is large."""
-    with one_thread():
-        if n_threads() == 1 or B < MIN_SPLIT:
-            rows(0, B)
-        else:
-            run_halves(rows, B)
+CHUNK = 8  # time steps per product handed to the worker
 
 
-def _gate_signs(Hd: int, dtype) -> np.ndarray:
-    """(4Hd,): -1 for the i, f, o columns and -2 for g (tanh via sigmoid(2a))."""
-    neg = np.full(4 * Hd, -1, dtype)
-    neg[2 * Hd : 3 * Hd] = -2
-    return neg
+def _step_order(W, out, halve: bool) -> None:
+    """out = W's gate blocks i, f, g, o (minilm.lstm's order, last axis) as i, f, o, g (the step's),
+    with i, f, o halved if ``halve`` (sigmoid(a) = (1 + tanh(a/2)) / 2).  W (..., 4Hd), out the same shape."""
+    Hd = W.shape[-1] // 4
+    out[..., : 2 * Hd] = W[..., : 2 * Hd]  # i, f
+    out[..., 2 * Hd : 3 * Hd] = W[..., 3 * Hd :]  # o
+    out[..., 3 * Hd :] = W[..., 2 * Hd : 3 * Hd]  # g
+    if halve:
+        out[..., : 3 * Hd] *= out.dtype.type(0.5)
 
 
-def _steps_forward(lo, hi, NA, Whn, S, G, H, Cs, TC):
-    """The recurrence of batch rows lo:hi, t = 0 .. T-1 (minilm.lstm.lstm_step_forward, per step).
+def _plain_order(W_step):
+    """The inverse of _step_order (no halving): a new array with the gate blocks i, f, g, o."""
+    Hd = W_step.shape[-1] // 4
+    return np.concatenate([W_step[..., : 2 * Hd], W_step[..., 3 * Hd :], W_step[..., 2 * Hd : 3 * Hd]], axis=-1)
 
-    NA (T, B, 4Hd) holds -(x_t W_x + b) with the g block doubled; S receives s = i, f, sigma, o;
-    G receives g = tanh(a_g); H, Cs (T+1, B, Hd) the h and c of every step; TC tanh(c_t).
+
+class Workspace:
+    """The arrays of one LSTM layer's forward and backward for one shape, allocated once.
+
+    A (T, B, 4Hd)   the gates of every step, i, f, o, g (step order)
+    Z (T, B, 4Hd)   x_t W_x' + b' (forward), then dA, the pre-activations' gradient (backward)
+    Dg (T, B, 4Hd)  the gates' derivatives: i (1 - i), f (1 - f), o (1 - o), 1 - g^2
+    H, C (T+1, B, Hd)  h_{t-1} and c_{t-1} at index t: H[0] = h0, H[t+1] = h_t
+    TC, DTC (T, B, Hd) tanh(c_t) and 1 - tanh^2(c_t)
+    dY (T, B, Hd)   the upstream gradient, time-major;  dxt (T B, D) the input's gradient
+    dWh_parts (n_chunks, Hd, 4Hd), dWx_parts (n_chunks, D, 4Hd): one weight-gradient product per chunk
     """
-    T, Hd = NA.shape[0], H.shape[2]
-    one, two = NA.dtype.type(1), NA.dtype.type(2)
-    tmp = np.empty((hi - lo, Hd), NA.dtype)
-    with np.errstate(over="ignore"):  # exp(-a) = inf for a << 0 gives s = 0, which is right
-        for t in range(T):
-            s = S[t, lo:hi]  # (b, 4Hd)
-            np.matmul(H[t, lo:hi], Whn, out=s)  # (b, Hd) x (Hd, 4Hd) -> (b, 4Hd): -h_{t-1} W_h
-            s += NA[t, lo:hi]  # -a
-            np.exp(s, out=s)
-            s += one
-            np.reciprocal(s, out=s)  # s = sigmoid(a) for i, f, o;  sigma = sigmoid(2 a_g) for g
-            i, f, sg, o = s[:, :Hd], s[:, Hd : 2 * Hd], s[:, 2 * Hd : 3 * Hd], s[:, 3 * Hd :]
-            g = G[t, lo:hi]
-            np.multiply(sg, two, out=g)
-            g -= one  # g = tanh(a_g) = 2 sigma - 1
-            c = Cs[t + 1, lo:hi]
-            np.multiply(f, Cs[t, lo:hi], out=c)  # f * c_{t-1}
-            np.multiply(i, g, out=tmp)  # i * g
-            c += tmp  # c_t
-            tc = TC[t, lo:hi]
-            np.tanh(c, out=tc)
-            np.multiply(o, tc, out=H[t + 1, lo:hi])  # h_t = o * tanh(c_t)
+
+    def __init__(self):
+        self.shape = None
+
+    def ready(self, T: int, B: int, D: int, Hd: int, dtype) -> Workspace:
+        shape = (T, B, D, Hd, np.dtype(dtype))
+        if shape == self.shape:
+            return self
+        e = lambda *s: np.empty(s, dtype)  # noqa: E731
+        self.chunks = [(t0, min(t0 + CHUNK, T)) for t0 in range(0, T, CHUNK)]
+        self.A, self.Z, self.Dg = e(T, B, 4 * Hd), e(T, B, 4 * Hd), e(T, B, 4 * Hd)
+        self.H, self.C, self.TC, self.DTC, self.dY = e(T + 1, B, Hd), e(T + 1, B, Hd), e(T, B, Hd), e(T, B, Hd), \
+            e(T, B, Hd)
+        self.dxt = e(T * B, D)
+        self.dWh_parts, self.dWx_parts = e(len(self.chunks), Hd, 4 * Hd), e(len(self.chunks), D, 4 * Hd)
+        self.tmp, self.dh, self.dc, self.dS = e(B, Hd), e(B, Hd), e(B, Hd), e(B, 4 * Hd)
+        self.ones = np.ones(T * B, dtype)
+        self.Wxp, self.Whp, self.bp = e(D, 4 * Hd), e(Hd, 4 * Hd), e(4 * Hd)  # W_x', W_h', b' (step order, halved)
+        self.WxT, self.WhT = e(4 * Hd, D), e(4 * Hd, Hd)  # W_x^T, W_h^T (step order) for the backward
+        g = lambda a: (a[:, :Hd], a[:, Hd : 2 * Hd], a[:, 2 * Hd : 3 * Hd], a[:, 3 * Hd :])  # noqa: E731
+        A, H, C = self.A, self.H, self.C
+        # per step t: the views the step's lines use, made once here instead of T times per call
+        self.forward_views = [(A[t], A[t][:, : 3 * Hd], *g(A[t]), H[t], H[t + 1], C[t], C[t + 1], self.TC[t],
+                               self.Z[t]) for t in range(T)]
+        self.backward_views = [(self.dY[t], *g(A[t]), C[t], self.TC[t], self.DTC[t], self.Dg[t], self.Z[t])
+                               for t in range(T)]
+        self.dS_blocks = g(self.dS)  # di, df, do, dg
+        self.shape = shape
+        return self
 
 
-def lstm_forward_tm(xt, T, h0, c0, Wx, Wh, b):
+# ---- forward ----------------------------------------------------------------------------------
+
+
+def _steps_forward(views, Whp, tmp) -> None:
+    """Steps t0 .. t1-1 (minilm.lstm.lstm_step_forward, per step); Whp = W_h' (Hd, 4Hd), step order, halved."""
+    half = tmp.dtype.type(0.5)
+    for s, sig, i, f, o, g, h_prev, h, c_prev, c, tc, z in views:
+        np.matmul(h_prev, Whp, out=s)  # (B, Hd) x (Hd, 4Hd) -> (B, 4Hd): h_{t-1} W_h'
+        s += z  # a' = a / 2 for i, f, o; a for g
+        np.tanh(s, out=s)  # tanh(a/2) for i, f, o;  g = tanh(a_g)
+        sig *= half
+        sig += half  # i, f, o = sigmoid(a) = (1 + tanh(a/2)) / 2
+        np.multiply(f, c_prev, out=c)  # f * c_{t-1}
+        np.multiply(i, g, out=tmp)  # i * g
+        c += tmp  # c_t
+        np.tanh(c, out=tc)
+        np.multiply(o, tc, out=h)  # h_t = o * tanh(c_t)
+
+
+def _inputs(ws, xt, Wxp, bp, t0: int, t1: int) -> None:
+    """Z[t0:t1] = x_t W_x' + b' for steps t0..t1-1: (rows, D) x (D, 4Hd) -> (rows, 4Hd), one product."""
+    B = ws.H.shape[1]
+    z = ws.Z[t0:t1].reshape((t1 - t0) * B, -1)  # (rows, 4Hd) view, rows t B + n
+    np.matmul(xt[t0 * B : t1 * B], Wxp, out=z)
+    z += bp
+
+
+def _derivatives(ws, t0: int, t1: int) -> None:
+    """Dg = gate'(a) and DTC = 1 - tanh^2(c_t) for steps t0..t1-1, from the stored gates (for the backward)."""
+    Hd = ws.H.shape[2]
+    A, Dg, tc, dtc = ws.A[t0:t1], ws.Dg[t0:t1], ws.TC[t0:t1], ws.DTC[t0:t1]
+    one = A.dtype.type(1)
+    np.multiply(A, A, out=Dg)  # i^2, f^2, o^2, g^2
+    np.subtract(A[..., : 3 * Hd], Dg[..., : 3 * Hd], out=Dg[..., : 3 * Hd])  # s - s^2 = s (1 - s)
+    np.subtract(one, Dg[..., 3 * Hd :], out=Dg[..., 3 * Hd :])  # 1 - g^2
+    np.multiply(tc, tc, out=dtc)
+    np.subtract(one, dtc, out=dtc)  # 1 - tanh^2(c_t)
+
+
+def _transposes(ws, Wx, Wh) -> None:
+    """ws.WhT, ws.WxT = W_h^T, W_x^T in step order, contiguous (4Hd, .): the backward's right-hand sides."""
+    _step_order(Wh, ws.WhT.T, False)  # (4Hd, Hd)
+    _step_order(Wx, ws.WxT.T, False)  # (4Hd, D)
+
+
+def lstm_forward_tm(xt, T, h0, c0, Wx, Wh, b, ws: Workspace | None = None):
     """lstm_forward on time-major input: xt (T B, D), row t B + n = x[n, t] -> H (T+1, B, Hd), cache.
 
     H[0] = h0 and H[t+1] = h_t; a stack of layers (minilm.fast.lstm_lm) feeds H[1:] to the next layer as is.
+    H and the cache live in ``ws``: the next call with the same Workspace overwrites them.
     """
     B, Hd = h0.shape
-    neg = _gate_signs(Hd, xt.dtype)
-    NA = (xt @ (Wx * neg)).reshape(T, B, 4 * Hd)  # (T B, D) x (D, 4Hd) -> (T, B, 4Hd): -(x_t W_x), g doubled
-    NA += b * neg  # -(x_t W_x + b)
-    S = np.empty((T, B, 4 * Hd), xt.dtype)  # (T, B, 4Hd): i, f, sigma, o
-    G = np.empty((T, B, Hd), xt.dtype)  # (T, B, Hd): g
-    H = np.empty((T + 1, B, Hd), xt.dtype)  # (T+1, B, Hd): h_{-1} = h0, h_0, ..., h_{T-1}
-    Cs = np.empty((T + 1, B, Hd), xt.dtype)  # (T+1, B, Hd): c0, c_0, ..., c_{T-1}
-    TC = np.empty((T, B, Hd), xt.dtype)  # (T, B, Hd): tanh(c_t)
-    H[0], Cs[0] = h0, c0
-    Whn = Wh * neg  # (Hd, 4Hd): -W_h, g columns doubled
-    _split_batch(lambda lo, hi: _steps_forward(lo, hi, NA, Whn, S, G, H, Cs, TC), B)
-    return H, (xt, Wx, Wh, S, G, H, Cs, TC)
+    ws = (ws or Workspace()).ready(T, B, xt.shape[1], Hd, xt.dtype)
+    Wxp, Whp, bp = ws.Wxp, ws.Whp, ws.bp  # C order even for a transposed W_h, which would slow every step
+    _step_order(Wx, Wxp, True)  # (D, 4Hd)
+    _step_order(Wh, Whp, True)  # (Hd, 4Hd)
+    _step_order(b, bp, True)  # (4Hd,)
+    ws.H[0], ws.C[0] = h0, c0
+    with one_thread(), Background() as bg:
+        ahead = [bg.submit(_inputs, ws, xt, Wxp, bp, t0, t1) for t0, t1 in ws.chunks]
+        bg.submit(_transposes, ws, Wx, Wh)  # for the backward, while the worker has time
+        for (t0, t1), job in zip(ws.chunks, ahead, strict=True):
+            bg.wait(job)  # this chunk's x_t W_x' + b'
+            _steps_forward(ws.forward_views[t0:t1], Whp, ws.tmp)
+            bg.submit(_derivatives, ws, t0, t1)
+    return ws.H, (ws, xt, Wx, Wh)
 
 
-def lstm_forward(x, h0, c0, Wx, Wh, b):
+def lstm_forward(x, h0, c0, Wx, Wh, b, ws: Workspace | None = None):
     """minilm.lstm.lstm_forward: x (B, T, D), h0, c0 (B, Hd) -> hs (B, T, Hd), (h_T, c_T), cache."""
     B, T, D = x.shape
     xt = x.transpose(1, 0, 2).reshape(T * B, D)  # (T B, D) copy, time-major
-    H, cache = lstm_forward_tm(xt, T, h0, c0, Wx, Wh, b)
-    Cs = cache[6]
+    H, cache = lstm_forward_tm(xt, T, h0, c0, Wx, Wh, b, ws)
     hs = H[1:].transpose(1, 0, 2)  # (B, T, Hd) view
-    return hs, (H[T].copy(), Cs[T].copy()), cache
+    return hs, (H[T].copy(), cache[0].C[T].copy()), cache
 
 
-def _steps_backward(lo, hi, dy, S, G, Cs, TC, WhT4, dA, dh, dc):
-    """Batch rows lo:hi, t = T-1 down to 0 (minilm.lstm.lstm_step_backward, per step).
+# ---- backward ---------------------------------------------------------------------------------
 
-    dA (T, B, 4Hd) receives [di i(1-i), df f(1-f), dg (1-g^2) / 4, do o(1-o)]; WhT4 is W_h^T with
-    its g rows times 4, so dA W_h^T4 = dh_{t-1}.  dh, dc (B, Hd) carry the state's gradients.
+
+def _steps_backward(views, WhT, dS, dS_blocks, tmp, dh, dc) -> None:
+    """Steps t1-1 down to t0 (minilm.lstm.lstm_step_backward, per step), ``views`` in that order.
+
+    dh, dc (B, Hd) carry the state's gradients; each step writes dA_t = dgates * gate'(a) into its view
+    of Z, and dh_{t-1} = dA_t W_h^T (WhT (4Hd, Hd), step order).
     """
-    T, Hd = S.shape[0], G.shape[2]
-    one = S.dtype.type(1)
-    dh_, dc_ = dh[lo:hi], dc[lo:hi]  # views: the final values are dh0, dc0
-    dS = np.empty((hi - lo, 4 * Hd), S.dtype)  # gradients of i, f, g, o
-    tmp = np.empty((hi - lo, Hd), S.dtype)
-    for t in reversed(range(T)):
-        s, g, tc = S[t, lo:hi], G[t, lo:hi], TC[t, lo:hi]
-        i, f, o = s[:, :Hd], s[:, Hd : 2 * Hd], s[:, 3 * Hd :]
-        dh_ += dy[t, lo:hi]  # h_t feeds the output at t and step t+1
-        np.multiply(dh_, tc, out=dS[:, 3 * Hd :])  # do = dh tanh(c_t)
-        np.multiply(dh_, o, out=tmp)  # dh * o
-        np.multiply(tc, tc, out=dh_)  # dh is free now: tanh(c)^2
-        np.subtract(one, dh_, out=dh_)
-        tmp *= dh_
-        dc_ += tmp  # dc_t = dc + (1 - tanh(c_t)^2) (dh o)
-        np.multiply(dc_, g, out=dS[:, :Hd])  # di = dc g
-        np.multiply(dc_, Cs[t, lo:hi], out=dS[:, Hd : 2 * Hd])  # df = dc c_{t-1}
-        np.multiply(dc_, i, out=dS[:, 2 * Hd : 3 * Hd])  # dg = dc i
-        dc_ *= f  # dc_{t-1} = dc f
-        da = dA[t, lo:hi]
-        np.subtract(one, s, out=da)
-        da *= s  # s (1 - s): i(1-i), f(1-f), (1 - g^2) / 4, o(1-o)
-        da *= dS
-        np.matmul(da, WhT4, out=dh_)  # (b, 4Hd) x (4Hd, Hd) -> (b, Hd), reaches h_{t-1}
+    di, df, do, dg = dS_blocks
+    for dy, i, f, o, g, c_prev, tc, dtc, dgate, da in views:
+        dh += dy  # h_t feeds the output at t and step t+1
+        np.multiply(dh, tc, out=do)  # do = dh tanh(c_t)
+        np.multiply(dh, o, out=tmp)
+        tmp *= dtc  # dh o (1 - tanh^2(c_t))
+        dc += tmp  # dc_t
+        np.multiply(dc, g, out=di)  # di = dc g
+        np.multiply(dc, c_prev, out=df)  # df = dc c_{t-1}
+        np.multiply(dc, i, out=dg)  # dg = dc i
+        dc *= f  # dc_{t-1} = dc f
+        np.multiply(dS, dgate, out=da)  # dA_t: i (1 - i) di, f (1 - f) df, o (1 - o) do, (1 - g^2) dg
+        np.matmul(da, WhT, out=dh)  # (B, 4Hd) x (4Hd, Hd) -> (B, Hd): dh_{t-1}
+
+
+def _weight_products(ws, xt, k: int, t0: int, t1: int) -> None:
+    """Chunk k's shares of dW_h = sum_t h_{t-1}^T dA_t and dW_x = sum_t x_t^T dA_t (step order)."""
+    B = ws.H.shape[1]
+    dA = ws.Z[t0:t1].reshape((t1 - t0) * B, -1)  # (rows, 4Hd)
+    np.matmul(ws.H[t0:t1].reshape((t1 - t0) * B, -1).T, dA, out=ws.dWh_parts[k])  # (Hd, rows) x (rows, 4Hd)
+    np.matmul(xt[t0 * B : t1 * B].T, dA, out=ws.dWx_parts[k])  # (D, rows) x (rows, 4Hd) -> (D, 4Hd)
+
+
+def _input_products(ws, WxT, t0: int, t1: int) -> None:
+    """dx_t = dA_t W_x^T for steps t0..t1-1: (rows, 4Hd) x (4Hd, D) -> (rows, D)."""
+    B = ws.H.shape[1]
+    np.matmul(ws.Z[t0:t1].reshape((t1 - t0) * B, -1), WxT, out=ws.dxt[t0 * B : t1 * B])
 
 
 def lstm_backward_tm(dy, cache, dstate=None):
-    """lstm_backward on time-major gradients: dy (T, B, Hd) -> dxt (T B, D), dh0, dc0, dWx, dWh, db."""
-    xt, Wx, Wh, S, G, H, Cs, TC = cache
-    T, B, Hd = TC.shape
-    dt = xt.dtype
-    four = np.ones(4 * Hd, dt)  # (4Hd,): the g block of dA is kept divided by 4
-    four[2 * Hd : 3 * Hd] = 4
-    dh = np.zeros((B, Hd), dt) if dstate is None else dstate[0].copy()  # (B, Hd)
-    dc = np.zeros((B, Hd), dt) if dstate is None else dstate[1].copy()  # (B, Hd)
-    dA = np.empty((T, B, 4 * Hd), dt)  # (T, B, 4Hd): each step's pre-activation gradient (g block / 4)
-    WhT4 = np.ascontiguousarray((Wh * four).T)  # (4Hd, Hd), contiguous
-    _split_batch(lambda lo, hi: _steps_backward(lo, hi, dy, S, G, Cs, TC, WhT4, dA, dh, dc), B)
-    dA2 = dA.reshape(T * B, 4 * Hd)  # (T B, 4Hd)
-    dWh = H[:T].reshape(T * B, Hd).T @ dA2  # (Hd, T B) x (T B, 4Hd) -> (Hd, 4Hd)
-    dWh *= four
-    dWx = xt.T @ dA2  # (D, T B) x (T B, 4Hd) -> (D, 4Hd)
-    dWx *= four
-    db = dA2.sum(axis=0)  # (4Hd,)
-    db *= four
-    dxt = dA2 @ np.ascontiguousarray((Wx * four).T)  # (T B, 4Hd) x (4Hd, D) -> (T B, D)
-    return dxt, dh, dc, dWx, dWh, db
+    """lstm_backward on time-major gradients: dy (T, B, Hd) -> dxt (T B, D), dh0, dc0, dWx, dWh, db.
+
+    dxt lives in the forward's Workspace (the next call overwrites it); the rest are new arrays.
+    """
+    ws, xt, Wx, Wh = cache
+    T, B, _, Hd, _ = ws.shape
+    np.copyto(ws.dY, dy)  # (T, B, Hd), time-major and contiguous
+    dh, dc = ws.dh, ws.dc
+    if dstate is None:
+        dh.fill(0), dc.fill(0)
+    else:
+        np.copyto(dh, dstate[0]), np.copyto(dc, dstate[1])
+    WhT, WxT = ws.WhT, ws.WxT  # made by the forward (_transposes)
+    with one_thread(), Background() as bg:
+        for k in reversed(range(len(ws.chunks))):
+            t0, t1 = ws.chunks[k]
+            _steps_backward(ws.backward_views[t1 - 1 : t0 - 1 if t0 else None : -1], WhT, ws.dS, ws.dS_blocks,
+                            ws.tmp, dh, dc)
+            bg.submit(_weight_products, ws, xt, k, t0, t1)  # behind the loop, on the worker
+            bg.submit(_input_products, ws, WxT, t0, t1)
+    dA = ws.Z.reshape(T * B, 4 * Hd)  # (T B, 4Hd)
+    n = len(ws.chunks)
+    dWh = _plain_order((ws.ones[:n] @ ws.dWh_parts.reshape(n, -1)).reshape(Hd, 4 * Hd))  # (Hd, 4Hd): sum of parts
+    dWx = _plain_order((ws.ones[:n] @ ws.dWx_parts.reshape(n, -1)).reshape(-1, 4 * Hd))  # (D, 4Hd)
+    db = _plain_order(ws.ones @ dA)  # (4Hd,): sum over rows
+    return ws.dxt, dh.copy(), dc.copy(), dWx, dWh, db
 
 
 def lstm_backward(dhs, cache, dstate=None):
     """minilm.lstm.lstm_backward: dhs (B, T, Hd) -> dx (B, T, D), dh0, dc0, dWx, dWh, db."""
-    T, B, _ = cache[-1].shape
+    T, B = cache[0].shape[:2]
     dxt, dh, dc, dWx, dWh, db = lstm_backward_tm(dhs.transpose(1, 0, 2), cache, dstate)
     dx = dxt.reshape(T, B, -1).transpose(1, 0, 2)  # (B, T, D) view
     return dx, dh, dc, dWx, dWh, db

@@ -38,6 +38,7 @@ class FastLSTMLM(FlatModel):
         self.cfg = cfg
         entries = [(k, s, len(s) >= 2) for k, s in param_shapes(cfg).items()]  # matrices decay (minilm.optim)
         self._init_flat(FlatParams(entries, dtype=dtype), params)
+        self._ws = [L.Workspace() for _ in range(cfg.n_layer)]  # each layer's arrays, reused by every call
 
     def forward_backward(self, idx, targets, state=None):
         """minilm.lstm_lm.loss_grads_and_state without the grads dict: fills ``grads``, returns (loss, final state)."""
@@ -53,9 +54,10 @@ class FastLSTMLM(FlatModel):
         x = np.take(P["embed"], ids, axis=0)  # (T B, E): e = embed[idx], time-major
         caches, final = [], []
         for l in range(cfg.n_layer):
-            H, cache = L.lstm_forward_tm(x, T, *state[l], P[f"lstm.{l}.Wx"], P[f"lstm.{l}.Wh"], P[f"lstm.{l}.b"])
+            H, cache = L.lstm_forward_tm(x, T, *state[l], P[f"lstm.{l}.Wx"], P[f"lstm.{l}.Wh"], P[f"lstm.{l}.b"],
+                                         self._ws[l])
             caches.append(cache)
-            final.append((H[T].copy(), cache[6][T].copy()))  # (h_T, c_T), each (B, Hd)
+            final.append((H[T].copy(), self._ws[l].C[T].copy()))  # (h_T, c_T), each (B, Hd)
             x = H[1:].reshape(T * B, cfg.n_hidden)  # (T B, Hd) view: the next layer's input
         logits = x @ P["W_out"]  # (T B, Hd) x (Hd, V) -> (T B, V)
         logits += P["b_out"]

@@ -84,6 +84,58 @@ def run_halves(fn, n: int) -> None:
     job.result()
 
 
+class Background:
+    """Jobs for the worker thread while this thread works on (minilm.fast.lstm hands it the large
+    products of the steps the recurrence has finished, or has not reached yet).
+
+    ``submit(fn, *args)`` queues ``fn(*args)`` on the worker and returns a handle; ``wait(handle)``
+    returns when that job is done, running it on this thread if the worker has not started it.
+    Leaving the ``with`` block runs here, newest first, every job the worker has not started (so the
+    two threads share what is left from both ends), then waits for the rest.  With one thread
+    (MINILM_THREADS=1 or one core) every job runs at once, inside ``submit``.
+    """
+
+    def __init__(self):
+        self._jobs = []  # [future, fn, args, ran here]
+
+    def __enter__(self):
+        return self
+
+    def submit(self, fn, *args):
+        if n_threads() == 1:
+            fn(*args)
+            return None
+        job = [_worker().submit(fn, *args), fn, args, False]
+        self._jobs.append(job)
+        return job
+
+    def wait(self, job) -> None:
+        if job is None or job[3]:
+            return
+        if job[0].cancel():  # not started: run it here
+            job[3] = True
+            job[1](*job[2])
+        else:
+            job[0].result()
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None:  # an error here: drop what has not started, let the rest finish
+            for job in self._jobs:
+                job[0].cancel()
+            for job in self._jobs:
+                if not job[0].cancelled():
+                    job[0].exception()
+            return False
+        for job in reversed(self._jobs):  # newest first, while the worker goes on from the oldest
+            if not job[3] and job[0].cancel():
+                job[3] = True
+                job[1](*job[2])
+        for job in self._jobs:
+            if not job[3]:
+                job[0].result()  # raises what the job raised
+        return False
+
+
 def scratch(store: dict, name: str, shape, dtype):
     """A temporary array from a thread's scratch dict, reused while its shape and dtype stay the same."""
     a = store.get(name)
