@@ -23,7 +23,7 @@ recurrence and are four times the loop's arithmetic.  So:
   per call.  Inside the step the gates are stored in the order i, f, o, g,
   so the three sigmoids are one block; the copies' columns are reordered to
   match and the gradients' columns put back in the plain order at the end.
-* the gates' derivatives, i (1 - i), ..., 1 - g^2 and 1 - tanh^2(c_t), are
+* the gates' derivatives, i (1 - i), ..., 1 - g^2 and o (1 - tanh^2(c_t)), are
   computed for a whole chunk at a time on the worker during the forward, so
   the backward step only multiplies by them.
 * every array, and every per-step view of it, belongs to a ``Workspace``
@@ -70,7 +70,7 @@ class Workspace:
     Z (T, B, 4Hd)   x_t W_x' + b' (forward), then dA, the pre-activations' gradient (backward)
     Dg (T, B, 4Hd)  the gates' derivatives: i (1 - i), f (1 - f), o (1 - o), 1 - g^2
     H, C (T+1, B, Hd)  h_{t-1} and c_{t-1} at index t: H[0] = h0, H[t+1] = h_t
-    TC, DTC (T, B, Hd) tanh(c_t) and 1 - tanh^2(c_t)
+    TC, DTC (T, B, Hd) tanh(c_t) and o (1 - tanh^2(c_t))
     dY (T, B, Hd)   the upstream gradient, time-major;  dxt (T B, D) the input's gradient
     dWh_parts (n_chunks, Hd, 4Hd), dWx_parts (n_chunks, D, 4Hd): one weight-gradient product per chunk
     """
@@ -98,8 +98,8 @@ class Workspace:
         # per step t: the views the step's lines use, made once here instead of T times per call
         self.forward_views = [(A[t], A[t][:, : 3 * Hd], *g(A[t]), H[t], H[t + 1], C[t], C[t + 1], self.TC[t],
                                self.Z[t]) for t in range(T)]
-        self.backward_views = [(self.dY[t], *g(A[t]), C[t], self.TC[t], self.DTC[t], self.Dg[t], self.Z[t])
-                               for t in range(T)]
+        self.backward_views = [(self.dY[t], *g(A[t])[:2], g(A[t])[3], C[t], self.TC[t], self.DTC[t], self.Dg[t],
+                                self.Z[t]) for t in range(T)]  # o is in DTC
         self.dS_blocks = g(self.dS)  # di, df, do, dg
         self.shape = shape
         return self
@@ -133,7 +133,7 @@ def _inputs(ws, xt, Wxp, bp, t0: int, t1: int) -> None:
 
 
 def _derivatives(ws, t0: int, t1: int) -> None:
-    """Dg = gate'(a) and DTC = 1 - tanh^2(c_t) for steps t0..t1-1, from the stored gates (for the backward)."""
+    """Dg = gate'(a) and DTC = o (1 - tanh^2(c_t)) for steps t0..t1-1, from the stored gates (for the backward)."""
     Hd = ws.H.shape[2]
     A, Dg, tc, dtc = ws.A[t0:t1], ws.Dg[t0:t1], ws.TC[t0:t1], ws.DTC[t0:t1]
     one = A.dtype.type(1)
@@ -142,6 +142,7 @@ def _derivatives(ws, t0: int, t1: int) -> None:
     np.subtract(one, Dg[..., 3 * Hd :], out=Dg[..., 3 * Hd :])  # 1 - g^2
     np.multiply(tc, tc, out=dtc)
     np.subtract(one, dtc, out=dtc)  # 1 - tanh^2(c_t)
+    dtc *= A[..., 2 * Hd : 3 * Hd]  # o (1 - tanh^2(c_t)): dc_t gets dh_t times this
 
 
 def _transposes(ws, Wx, Wh) -> None:
@@ -192,11 +193,10 @@ def _steps_backward(views, WhT, dS, dS_blocks, tmp, dh, dc) -> None:
     of Z, and dh_{t-1} = dA_t W_h^T (WhT (4Hd, Hd), step order).
     """
     di, df, do, dg = dS_blocks
-    for dy, i, f, o, g, c_prev, tc, dtc, dgate, da in views:
+    for dy, i, f, g, c_prev, tc, o_dtc, dgate, da in views:
         dh += dy  # h_t feeds the output at t and step t+1
         np.multiply(dh, tc, out=do)  # do = dh tanh(c_t)
-        np.multiply(dh, o, out=tmp)
-        tmp *= dtc  # dh o (1 - tanh^2(c_t))
+        np.multiply(dh, o_dtc, out=tmp)  # dh o (1 - tanh^2(c_t))
         dc += tmp  # dc_t
         np.multiply(dc, g, out=di)  # di = dc g
         np.multiply(dc, c_prev, out=df)  # df = dc c_{t-1}
