@@ -8,6 +8,8 @@ factor 1.01 gives 1e-2), which the broken-backward tests show it catches.
 tests/test_fast_gpt.py does the same for the Transformer.
 """
 
+import threading
+
 import numpy as np
 import pytest
 
@@ -133,18 +135,61 @@ def test_lstm_lm_matches_plain():
                for a, b in zip(pa, pb, strict=True)) <= TOL
 
 
-def test_lstm_lm_broken_backward_is_caught(monkeypatch):
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_lstm_lm_broken_backward_is_caught(monkeypatch, threads):
+    monkeypatch.setenv("MINILM_THREADS", threads)
     cfg, p, state, x, y = lstm_lm_case()
     _, grads, _ = lstm_lm.loss_grads_and_state(p, cfg, x, y, state=state)
-    orig = fast_lstm.lstm_backward_tm
+    orig = fast_lstm._gradients
 
-    def broken(dy, cache, dstate=None):  # forget the forget gate's share of dc_{t-1}: scale dWh
-        dx, dh, dc, dWx, dWh, db = orig(dy, cache, dstate)
-        return dx, dh, dc, dWx, dWh * 1.01, db
+    def broken(ws):  # every layer's dW_h off by 1%
+        dh, dc, dWx, dWh, db = orig(ws)
+        return dh, dc, dWx, dWh * 1.01, db
 
-    monkeypatch.setattr(fast_lstm, "lstm_backward_tm", broken)
+    monkeypatch.setattr(fast_lstm, "_gradients", broken)
     _, fg, _ = FastLSTMLM(cfg, p, np.float64).loss_grads_and_state(x, y, state)
     assert grad_error(grads, fg) > BROKEN
+
+
+@pytest.mark.parametrize("threads", ["1", "2"])
+@pytest.mark.parametrize("n_layer", [2, 3])
+def test_lstm_lm_wavefront_matches_plain(monkeypatch, threads, n_layer):
+    """2 and 3 layers over T = 21 (three chunks), the layers one chunk behind each other on two threads
+    or one after the other on one: the same loss, gradients and final state as minilm.lstm_lm, twice
+    with the same model (its Workspaces reused)."""
+    monkeypatch.setenv("MINILM_THREADS", threads)
+    r = np.random.default_rng(11)
+    cfg = lstm_lm.LSTMConfig(vocab_size=9, n_embd=4, n_hidden=5, n_layer=n_layer)
+    p = {k: v + 0.1 * r.standard_normal(v.shape) for k, v in lstm_lm.init_params(cfg, r, np.float64).items()}
+    state = [tuple(r.standard_normal((2, 3, 5))) for _ in range(n_layer)]
+    model = FastLSTMLM(cfg, p, np.float64)
+    for seed in (1, 2):
+        x, y = np.random.default_rng(seed).integers(0, 9, (2, 3, 21))
+        loss, grads, final = lstm_lm.loss_grads_and_state(p, cfg, x, y, state=state)
+        fl, fg, ffinal = model.loss_grads_and_state(x, y, state)
+        assert abs(fl - loss) <= TOL * loss and grad_error(grads, fg) <= TOL
+        assert max(float(np.abs(a - b).max()) for pa, pb in zip(final, ffinal, strict=True)
+                   for a, b in zip(pa, pb, strict=True)) <= TOL
+
+
+@pytest.mark.parametrize("where", ["forward", "backward"])
+def test_lstm_lm_wavefront_error_is_raised_not_hung(monkeypatch, where):
+    """An exception in the worker's layer (layer 1) reaches the caller; the thread on the other side
+    stops waiting for it."""
+    monkeypatch.setenv("MINILM_THREADS", "2")
+    cfg, p, state, x, y = lstm_lm_case()
+    name = "_steps_forward" if where == "forward" else "_steps_backward"
+    orig = getattr(fast_lstm, name)
+    main = threading.get_ident()
+
+    def failing(*a):
+        if threading.get_ident() != main:
+            raise FloatingPointError(f"planted in the worker's {where}")
+        return orig(*a)
+
+    monkeypatch.setattr(fast_lstm, name, failing)
+    with pytest.raises(FloatingPointError, match="planted"):
+        FastLSTMLM(cfg, p, np.float64).loss_grads_and_state(x, y, state)
 
 
 def test_lstm_lm_training_steps_match_plain():

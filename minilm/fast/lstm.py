@@ -41,7 +41,7 @@ from __future__ import annotations
 import numpy as np
 
 from minilm.fast.blas import one_thread
-from minilm.fast.threads import Background
+from minilm.fast.threads import Background, Wavefront
 
 CHUNK = 8  # time steps per product handed to the worker
 
@@ -151,25 +151,30 @@ def _transposes(ws, Wx, Wh) -> None:
     _step_order(Wx, ws.WxT.T, False)  # (4Hd, D)
 
 
+def _prepare_forward(ws, h0, c0, Wx, Wh, b) -> None:
+    """The call's weight copies in step order (C order even for a transposed W_h, which would slow every
+    step), halved for i, f, o; H[0] = h0 and C[0] = c0."""
+    _step_order(Wx, ws.Wxp, True)  # (D, 4Hd)
+    _step_order(Wh, ws.Whp, True)  # (Hd, 4Hd)
+    _step_order(b, ws.bp, True)  # (4Hd,)
+    ws.H[0], ws.C[0] = h0, c0
+
+
 def lstm_forward_tm(xt, T, h0, c0, Wx, Wh, b, ws: Workspace | None = None):
     """lstm_forward on time-major input: xt (T B, D), row t B + n = x[n, t] -> H (T+1, B, Hd), cache.
 
-    H[0] = h0 and H[t+1] = h_t; a stack of layers (minilm.fast.lstm_lm) feeds H[1:] to the next layer as is.
+    H[0] = h0 and H[t+1] = h_t; a stack of layers (stack_forward_tm) feeds H[1:] to the next layer as is.
     H and the cache live in ``ws``: the next call with the same Workspace overwrites them.
     """
     B, Hd = h0.shape
     ws = (ws or Workspace()).ready(T, B, xt.shape[1], Hd, xt.dtype)
-    Wxp, Whp, bp = ws.Wxp, ws.Whp, ws.bp  # C order even for a transposed W_h, which would slow every step
-    _step_order(Wx, Wxp, True)  # (D, 4Hd)
-    _step_order(Wh, Whp, True)  # (Hd, 4Hd)
-    _step_order(b, bp, True)  # (4Hd,)
-    ws.H[0], ws.C[0] = h0, c0
+    _prepare_forward(ws, h0, c0, Wx, Wh, b)
     with one_thread(), Background() as bg:
-        ahead = [bg.submit(_inputs, ws, xt, Wxp, bp, t0, t1) for t0, t1 in ws.chunks]
+        ahead = [bg.submit(_inputs, ws, xt, ws.Wxp, ws.bp, t0, t1) for t0, t1 in ws.chunks]
         bg.submit(_transposes, ws, Wx, Wh)  # for the backward, while the worker has time
         for (t0, t1), job in zip(ws.chunks, ahead, strict=True):
             bg.wait(job)  # this chunk's x_t W_x' + b'
-            _steps_forward(ws.forward_views[t0:t1], Whp, ws.tmp)
+            _steps_forward(ws.forward_views[t0:t1], ws.Whp, ws.tmp)
             bg.submit(_derivatives, ws, t0, t1)
     return ws.H, (ws, xt, Wx, Wh)
 
@@ -220,33 +225,45 @@ def _input_products(ws, WxT, t0: int, t1: int) -> None:
     np.matmul(ws.Z[t0:t1].reshape((t1 - t0) * B, -1), WxT, out=ws.dxt[t0 * B : t1 * B])
 
 
+def _prepare_backward(ws, dstate) -> None:
+    if dstate is None:
+        ws.dh.fill(0), ws.dc.fill(0)
+    else:
+        np.copyto(ws.dh, dstate[0]), np.copyto(ws.dc, dstate[1])
+
+
+def _backward_chunk(ws, k: int) -> None:
+    """The backward loop over chunk k's steps, t1-1 down to t0 (ws.dY holds their upstream gradient)."""
+    t0, t1 = ws.chunks[k]
+    _steps_backward(ws.backward_views[t1 - 1 : t0 - 1 if t0 else None : -1], ws.WhT, ws.dS, ws.dS_blocks, ws.tmp,
+                    ws.dh, ws.dc)
+
+
+def _gradients(ws):
+    """(dh0, dc0, dWx, dWh, db) once every chunk's products are done; the weights' in minilm.lstm's gate order."""
+    T, B, _, Hd, _ = ws.shape
+    n = len(ws.chunks)
+    dWh = _plain_order((ws.ones[:n] @ ws.dWh_parts.reshape(n, -1)).reshape(Hd, 4 * Hd))  # (Hd, 4Hd): sum of parts
+    dWx = _plain_order((ws.ones[:n] @ ws.dWx_parts.reshape(n, -1)).reshape(-1, 4 * Hd))  # (D, 4Hd)
+    db = _plain_order(ws.ones @ ws.Z.reshape(T * B, 4 * Hd))  # (4Hd,): dA summed over rows
+    return ws.dh.copy(), ws.dc.copy(), dWx, dWh, db
+
+
 def lstm_backward_tm(dy, cache, dstate=None):
     """lstm_backward on time-major gradients: dy (T, B, Hd) -> dxt (T B, D), dh0, dc0, dWx, dWh, db.
 
     dxt lives in the forward's Workspace (the next call overwrites it); the rest are new arrays.
     """
-    ws, xt, Wx, Wh = cache
-    T, B, _, Hd, _ = ws.shape
+    ws, xt, _, _ = cache
     np.copyto(ws.dY, dy)  # (T, B, Hd), time-major and contiguous
-    dh, dc = ws.dh, ws.dc
-    if dstate is None:
-        dh.fill(0), dc.fill(0)
-    else:
-        np.copyto(dh, dstate[0]), np.copyto(dc, dstate[1])
-    WhT, WxT = ws.WhT, ws.WxT  # made by the forward (_transposes)
+    _prepare_backward(ws, dstate)
     with one_thread(), Background() as bg:
         for k in reversed(range(len(ws.chunks))):
+            _backward_chunk(ws, k)
             t0, t1 = ws.chunks[k]
-            _steps_backward(ws.backward_views[t1 - 1 : t0 - 1 if t0 else None : -1], WhT, ws.dS, ws.dS_blocks,
-                            ws.tmp, dh, dc)
             bg.submit(_weight_products, ws, xt, k, t0, t1)  # behind the loop, on the worker
-            bg.submit(_input_products, ws, WxT, t0, t1)
-    dA = ws.Z.reshape(T * B, 4 * Hd)  # (T B, 4Hd)
-    n = len(ws.chunks)
-    dWh = _plain_order((ws.ones[:n] @ ws.dWh_parts.reshape(n, -1)).reshape(Hd, 4 * Hd))  # (Hd, 4Hd): sum of parts
-    dWx = _plain_order((ws.ones[:n] @ ws.dWx_parts.reshape(n, -1)).reshape(-1, 4 * Hd))  # (D, 4Hd)
-    db = _plain_order(ws.ones @ dA)  # (4Hd,): sum over rows
-    return ws.dxt, dh.copy(), dc.copy(), dWx, dWh, db
+            bg.submit(_input_products, ws, ws.WxT, t0, t1)
+    return (ws.dxt, *_gradients(ws))
 
 
 def lstm_backward(dhs, cache, dstate=None):
@@ -255,3 +272,77 @@ def lstm_backward(dhs, cache, dstate=None):
     dxt, dh, dc, dWx, dWh, db = lstm_backward_tm(dhs.transpose(1, 0, 2), cache, dstate)
     dx = dxt.reshape(T, B, -1).transpose(1, 0, 2)  # (B, T, D) view
     return dx, dh, dc, dWx, dWh, db
+
+
+# ---- a stack of layers: the wavefront ---------------------------------------------------------
+
+
+def stack_forward_tm(xt, T, states, weights, wss):
+    """Layers 0..L-1 (minilm.lstm.lstm_stack_forward), time-major: xt (T B, D) -> [(H, cache)] per layer.
+
+    states[l] = (h0, c0), weights[l] = (Wx, Wh, b), wss[l] the layer's Workspace.  Layer l + 1 reads
+    layer l's H[1:] chunk by chunk, so with two threads the even layers run here and the odd ones on
+    the worker, each CHUNK steps behind the layer below (minilm.fast.threads.Wavefront): the two
+    recurrences, which cannot be split, run at the same time.  A single layer is lstm_forward_tm.
+    """
+    if len(weights) == 1:
+        return [lstm_forward_tm(xt, T, *states[0], *weights[0], wss[0])]
+    B, Hd = states[0][0].shape
+    inputs = [xt]
+    for l, ws in enumerate(wss):  # every Workspace ready before either thread reads another layer's arrays
+        ws.ready(T, B, inputs[l].shape[1], Hd, xt.dtype)
+        inputs.append(ws.H[1:].reshape(T * B, Hd))  # (T B, Hd) view: the next layer's input
+    wf = Wavefront(len(wss), len(wss[0].chunks))
+
+    def layers(ls):
+        for l in ls:
+            ws = wss[l]
+            _prepare_forward(ws, *states[l], *weights[l])
+            for k, (t0, t1) in enumerate(ws.chunks):
+                if l > 0:
+                    wf.wait(l - 1, k)  # the layer below has finished steps t0..t1-1
+                _inputs(ws, inputs[l], ws.Wxp, ws.bp, t0, t1)
+                _steps_forward(ws.forward_views[t0:t1], ws.Whp, ws.tmp)
+                wf.mark(l, k)
+                _derivatives(ws, t0, t1)
+            _transposes(ws, *weights[l][:2])
+
+    with one_thread():
+        wf.run(layers, list(range(len(wss))))
+    return [(ws.H, (ws, inputs[l], *weights[l][:2])) for l, ws in enumerate(wss)]
+
+
+def stack_backward_tm(dy, caches):
+    """The backward of stack_forward_tm: dy (T, B, Hd) of the top layer -> [(dxt, dh0, dc0, dWx, dWh, db)] per layer.
+
+    Layer l - 1's upstream gradient is layer l's dxt, so the layers run one chunk behind each other
+    from the top down, on two threads as in the forward.
+    """
+    if len(caches) == 1:
+        return [lstm_backward_tm(dy, caches[0])]
+    wss = [c[0] for c in caches]
+    T, B = wss[0].shape[:2]
+    wf = Wavefront(len(wss), len(wss[0].chunks))
+    top = len(wss) - 1
+    results = [None] * len(wss)
+
+    def layers(ls):
+        for l in ls:
+            ws, xt = wss[l], caches[l][1]
+            _prepare_backward(ws, None)
+            for k in reversed(range(len(ws.chunks))):
+                t0, t1 = ws.chunks[k]
+                if l == top:
+                    np.copyto(ws.dY[t0:t1], dy[t0:t1])
+                else:
+                    wf.wait(l + 1, k)  # the layer above has its dx for steps t0..t1-1
+                    np.copyto(ws.dY[t0:t1].reshape((t1 - t0) * B, -1), wss[l + 1].dxt[t0 * B : t1 * B])
+                _backward_chunk(ws, k)
+                _input_products(ws, ws.WxT, t0, t1)
+                wf.mark(l, k)
+                _weight_products(ws, xt, k, t0, t1)
+            results[l] = (ws.dxt, *_gradients(ws))
+
+    with one_thread():
+        wf.run(layers, list(range(top, -1, -1)))
+    return results

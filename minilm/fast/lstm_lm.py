@@ -10,10 +10,13 @@ gradient, the final state and whole AdamW steps against it in float64):
   layer's input as it lies in memory, and the output layer and the loss see
   (T B, Hd) rows; the loss is a mean over all positions, so their order does
   not change it;
-* the layers are minilm.fast.lstm's (one exponential for all gates, per-step
-  buffers, stacked products outside the loop);
+* the layers are minilm.fast.lstm's (one tanh for all gates, a Workspace per
+  layer, the large products off the recurrence's thread);
 * parameters, gradients and AdamW moments are flat buffers (minilm.fast.flat);
-* cross-entropy overwrites the logits with their gradient (minilm.fast.kernels).
+* cross-entropy overwrites the logits with their gradient, and the embeddings' gradient is one
+  product with a one-hot matrix (minilm.fast.kernels);
+* with two or more layers, the layers run on two threads one chunk of steps behind each other
+  (minilm.fast.lstm.stack_forward_tm / stack_backward_tm).
 
 As in the plain model, the carried state gets no gradient (truncated BPTT).
 """
@@ -52,13 +55,11 @@ class FastLSTMLM(FlatModel):
         state = zero_state(cfg, B, self.dtype) if state is None else check_state(state, cfg, B, self.dtype)
         ids = idx.T.reshape(-1)  # (T B,), time-major
         x = np.take(P["embed"], ids, axis=0)  # (T B, E): e = embed[idx], time-major
-        caches, final = [], []
-        for l in range(cfg.n_layer):
-            H, cache = L.lstm_forward_tm(x, T, *state[l], P[f"lstm.{l}.Wx"], P[f"lstm.{l}.Wh"], P[f"lstm.{l}.b"],
-                                         self._ws[l])
-            caches.append(cache)
-            final.append((H[T].copy(), self._ws[l].C[T].copy()))  # (h_T, c_T), each (B, Hd)
-            x = H[1:].reshape(T * B, cfg.n_hidden)  # (T B, Hd) view: the next layer's input
+        weights = [(P[f"lstm.{l}.Wx"], P[f"lstm.{l}.Wh"], P[f"lstm.{l}.b"]) for l in range(cfg.n_layer)]
+        layers = L.stack_forward_tm(x, T, state, weights, self._ws)  # [(H, cache)] per layer
+        caches = [cache for _, cache in layers]
+        final = [(H[T].copy(), ws.C[T].copy()) for (H, _), ws in zip(layers, self._ws, strict=True)]  # (h_T, c_T)
+        x = layers[-1][0][1:].reshape(T * B, cfg.n_hidden)  # (T B, Hd) view: the top layer's outputs
         logits = x @ P["W_out"]  # (T B, Hd) x (Hd, V) -> (T B, V)
         logits += P["b_out"]
         loss = K.cross_entropy_inplace(logits, targets.T.reshape(-1), np.ones(cfg.vocab_size, self.dtype))
@@ -66,12 +67,21 @@ class FastLSTMLM(FlatModel):
         dlogits.sum(axis=0, out=G["b_out"])  # (V,)
         np.matmul(x.T, dlogits, out=G["W_out"])  # (Hd, T B) x (T B, V) -> (Hd, V)
         dx = dlogits @ P["W_out"].T  # (T B, V) x (V, Hd) -> (T B, Hd)
-        for l in reversed(range(cfg.n_layer)):
-            dx, _, _, dWx, dWh, db = L.lstm_backward_tm(dx.reshape(T, B, -1), caches[l])  # dh0, dc0 dropped
+        grads = L.stack_backward_tm(dx.reshape(T, B, -1), caches)  # dh0, dc0 dropped (truncated BPTT)
+        for l, (_, _, _, dWx, dWh, db) in enumerate(grads):
             G[f"lstm.{l}.Wx"][...], G[f"lstm.{l}.Wh"][...], G[f"lstm.{l}.b"][...] = dWx, dWh, db
+        dx = grads[0][0]  # (T B, E): the embeddings' gradient
         G["embed"].fill(0)
-        np.add.at(G["embed"], ids, dx)  # (V, E), repeated ids accumulate
+        K.embedding_backward_add(G["embed"], ids, dx, self._onehot(len(ids)))  # (V, E), repeated ids accumulate
         return loss, final
+
+    def _onehot(self, M: int):
+        """(V, M) scratch for the embedding gradient as one product (minilm.fast.kernels), or None for a large V."""
+        if self.cfg.vocab_size > K.ONEHOT_MAX_V:
+            return None
+        if getattr(self, "_onehot_buf", None) is None or self._onehot_buf.shape[1] != M:
+            self._onehot_buf = np.empty((self.cfg.vocab_size, M), self.dtype)
+        return self._onehot_buf
 
     def loss_grads_and_state(self, idx, targets, state=None):
         """(loss, grads, final state) like minilm.lstm_lm.loss_grads_and_state; the grads are copies."""

@@ -27,6 +27,7 @@ OpenBLAS accepts) for its processes, which makes them sleep almost at once.
 from __future__ import annotations
 
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -134,6 +135,58 @@ class Background:
             if not job[3]:
                 job[0].result()  # raises what the job raised
         return False
+
+
+class Wavefront:
+    """Stages that run one chunk behind each other on two threads (minilm.fast.lstm: a stack of LSTM
+    layers, layer l + 1 working on steps t0..t1 once layer l has finished them).
+
+    ``run(fn, stages)`` calls ``fn(stages[0::2])`` on this thread and ``fn(stages[1::2])`` on the
+    worker at the same time (with one thread, ``fn(stages)`` here); ``stages`` lists them in the order
+    of their dependencies and ``fn`` runs its stages in that order.  Inside, a stage calls
+    ``mark(stage, chunk)`` when a chunk's output is ready and ``wait(stage, chunk)`` before it reads
+    another stage's.  An exception on either thread wakes the other and is raised here.
+    """
+
+    class Aborted(Exception):
+        """The other thread failed: stop waiting."""
+
+    def __init__(self, n_stages: int, n_chunks: int):
+        self._ready = [[threading.Event() for _ in range(n_chunks)] for _ in range(n_stages)]
+        self._failed = False
+
+    def mark(self, stage: int, chunk: int) -> None:
+        self._ready[stage][chunk].set()
+
+    def wait(self, stage: int, chunk: int) -> None:
+        self._ready[stage][chunk].wait()
+        if self._failed:
+            raise Wavefront.Aborted
+
+    def _fail(self) -> None:
+        self._failed = True
+        for row in self._ready:
+            for event in row:
+                event.set()
+
+    def _guarded(self, fn, arg) -> None:
+        try:
+            fn(arg)
+        except Wavefront.Aborted:
+            pass
+        except BaseException:
+            self._fail()
+            raise
+
+    def run(self, fn, stages) -> None:
+        if n_threads() == 1 or len(stages) < 2:
+            fn(list(stages))
+            return
+        job = _worker().submit(self._guarded, fn, stages[1::2])
+        try:
+            self._guarded(fn, stages[0::2])
+        finally:
+            job.result()  # raises the worker's exception, if it had one (this thread's is on its way up)
 
 
 def scratch(store: dict, name: str, shape, dtype):
