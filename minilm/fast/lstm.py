@@ -24,8 +24,10 @@ recurrence and are four times the loop's arithmetic.  So:
   so the three sigmoids are one block; the copies' columns are reordered to
   match and the gradients' columns put back in the plain order at the end.
 * the gates' derivatives, i (1 - i), ..., 1 - g^2 and o (1 - tanh^2(c_t)), are
-  computed for a whole chunk at a time on the worker during the forward, so
-  the backward step only multiplies by them.
+  computed for a whole chunk at a time (a few calls on large arrays) before
+  the backward loop enters it, so the backward step only multiplies by them;
+  this thread has time for that in the backward, where the worker's
+  products take longer than the loop.
 * every array, and every per-step view of it, belongs to a ``Workspace``
   allocated once for a shape (T, B, D, Hd) and reused by every call: a fresh
   10 MB of arrays per call costs thousands of page faults.  A model keeps one
@@ -175,7 +177,6 @@ def lstm_forward_tm(xt, T, h0, c0, Wx, Wh, b, ws: Workspace | None = None):
         for (t0, t1), job in zip(ws.chunks, ahead, strict=True):
             bg.wait(job)  # this chunk's x_t W_x' + b'
             _steps_forward(ws.forward_views[t0:t1], ws.Whp, ws.tmp)
-            bg.submit(_derivatives, ws, t0, t1)
     return ws.H, (ws, xt, Wx, Wh)
 
 
@@ -233,8 +234,10 @@ def _prepare_backward(ws, dstate) -> None:
 
 
 def _backward_chunk(ws, k: int) -> None:
-    """The backward loop over chunk k's steps, t1-1 down to t0 (ws.dY holds their upstream gradient)."""
+    """The backward loop over chunk k's steps, t1-1 down to t0 (ws.dY holds their upstream gradient),
+    after their gates' derivatives."""
     t0, t1 = ws.chunks[k]
+    _derivatives(ws, t0, t1)
     _steps_backward(ws.backward_views[t1 - 1 : t0 - 1 if t0 else None : -1], ws.WhT, ws.dS, ws.dS_blocks, ws.tmp,
                     ws.dh, ws.dc)
 
@@ -304,7 +307,6 @@ def stack_forward_tm(xt, T, states, weights, wss):
                 _inputs(ws, inputs[l], ws.Wxp, ws.bp, t0, t1)
                 _steps_forward(ws.forward_views[t0:t1], ws.Whp, ws.tmp)
                 wf.mark(l, k)
-                _derivatives(ws, t0, t1)
             _transposes(ws, *weights[l][:2])
 
     with one_thread():
