@@ -298,4 +298,31 @@ def test_profile_counts_every_op(monkeypatch):
     got = profile.profile_lstm(bench.lstm_step, steps=1, log=lambda *a: None)
     assert got["total_ms"] > 0 and all(ms >= 0 for ms in got["ops"].values())
     assert set(got["ops"]) == {"per step: forward loop over t", "per step: backward loop over t",
-                               "per call: stacked products, copies"}
+                               "per call: products, derivatives, copies"}
+    assert got["page_faults"]["kept"] < got["page_faults"]["fresh"]  # the Workspace is what saves them
+
+
+# ---- the second thread ----
+
+
+def test_background_runs_every_job_once_and_raises_its_errors(monkeypatch):
+    """Every submitted job runs exactly once (on the worker or, not yet started, here: newest first);
+    wait() returns after its job; an exception in a job reaches the caller."""
+    from minilm.fast.threads import Background
+
+    monkeypatch.setenv("MINILM_THREADS", "2")
+    ran, gate = [], threading.Event()
+    with Background() as bg:
+        first = bg.submit(gate.wait)  # holds the worker until released
+        jobs = [bg.submit(ran.append, i) for i in range(6)]
+        bg.wait(jobs[2])  # not started (the worker waits at the gate): runs here, now
+        assert ran == [2]
+        gate.set()
+    assert sorted(ran) == list(range(6)) and first is not None
+    with pytest.raises(ZeroDivisionError):
+        with Background() as bg:
+            bg.submit(lambda: 1 / 0)
+    monkeypatch.setenv("MINILM_THREADS", "1")
+    ran.clear()
+    with Background() as bg:
+        assert bg.submit(ran.append, 0) is None and ran == [0]  # one thread: at once, inside submit

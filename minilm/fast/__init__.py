@@ -6,12 +6,13 @@ gradient checks run on them.  The modules here compute the same numbers --
 tests/test_fast.py compares losses, gradients and whole AdamW steps with the
 plain models in float64 -- and each one names the plain function it mirrors.
 
-    threads.py   elementwise chains in cache-sized blocks, on two threads
+    threads.py   the second thread: elementwise chains in blocks, products beside a loop
     blas.py      BLAS on one thread while the fast path splits products itself
     kernels.py   LayerNorm, GELU, causal attention, cross-entropy into buffers
     flat.py      parameters, gradients, AdamW moments: one flat buffer each
-    gpt.py       the pre-LN causal Transformer LM (``minilm train --fast``)
-    lstm.py      lstm_forward / lstm_backward, drop-in for minilm.lstm's
+    gpt.py       the Transformer LM, pre- or post-LN, causal or masked (``minilm train --fast``)
+    lstm.py      lstm_forward / lstm_backward, drop-in for minilm.lstm's, and stacks of layers
+    lstm_lm.py   the LSTM LM of §5.2
     ngram.py     the MLP n-gram LM
     training.py  hands minilm.training.loop's step to the fast path (``--fast``)
 

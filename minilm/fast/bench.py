@@ -138,7 +138,7 @@ def matmul_floor(cfg, B: int, T: int, rng):
     return floor
 
 
-def lstm_step(kind: str):
+def lstm_step(kind: str, keep_workspace: bool = True):
     from minilm import lstm
 
     B, T, D, Hd = 32, 64, 128, 128
@@ -159,7 +159,7 @@ def lstm_step(kind: str):
         ws = fast_lstm.Workspace()  # the layer's arrays, kept from call to call as a model keeps them
 
         def step():
-            _, _, cache = fast_lstm.lstm_forward(x, h0, h0, Wx, Wh, b, ws)
+            _, _, cache = fast_lstm.lstm_forward(x, h0, h0, Wx, Wh, b, ws if keep_workspace else None)
             fast_lstm.lstm_backward(dout, cache)
 
         return step, B * T

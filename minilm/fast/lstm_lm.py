@@ -6,7 +6,7 @@ What differs from minilm.lstm_lm (tests/test_fast.py checks the loss, every
 gradient, the final state and whole AdamW steps against it in float64):
 
 * the whole model works time-major, (T, B, .): the embedding lookup reads
-  idx^T, each layer's H[1:] (minilm.fast.lstm.lstm_forward_tm) is the next
+  idx^T, each layer's H[1:] (minilm.fast.lstm.stack_forward_tm) is the next
   layer's input as it lies in memory, and the output layer and the loss see
   (T B, Hd) rows; the loss is a mean over all positions, so their order does
   not change it;

@@ -83,26 +83,40 @@ def profile_transformer(make_step, steps: int = 10, log=print) -> dict:
     return {"total_ms": total, "floor_ms": floor_ms, "ops": rows}
 
 
+def _faults(fn, n: int) -> float:
+    """Minor page faults (first touches of fresh memory) per call of fn."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(n):
+        fn()
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / n
+
+
 def profile_lstm(make_call, steps: int = 10, log=print) -> dict:
-    """``make_call(kind)`` is the bench's minilm.fast.bench.lstm_step."""
+    """``make_call(kind)`` is the bench's minilm.fast.bench.lstm_step (its Workspace kept from call to call)."""
     from minilm.fast import lstm as L
     from minilm.fast.blas import one_thread
 
     call, _ = make_call("fast")
+    fresh = make_call("fast", keep_workspace=False)[0]
     targets = [(L, "_steps_forward", "per step: forward loop over t"),
                (L, "_steps_backward", "per step: backward loop over t")]
     with one_thread():
         for _ in range(3):
-            call()
+            call(), fresh()
+        faults = {"kept": _faults(call, steps), "fresh": _faults(fresh, steps)}
         with _timed(targets) as (ns, calls):
             total = _cpu_ms(call, steps)
     rows = {k: ns[k] / steps / 1e6 for _, _, k in targets}
-    rows["per call: stacked products, copies"] = total - sum(rows.values())
+    rows["per call: products, derivatives, copies"] = total - sum(rows.values())
     log(f"fast LSTM 128 -> 128, T 64, B 32, forward + backward, one thread: {total:.1f} ms CPU")
     for k, ms in rows.items():
         per_step = f"{ms / 64 * 1e3:7.1f} us per time step" if k.startswith("per step") else ""
-        log(f"  {k:<34} {ms:8.2f} ms  {per_step}")
-    return {"total_ms": total, "ops": rows}
+        log(f"  {k:<38} {ms:8.2f} ms  {per_step}")
+    log(f"  minor page faults per call: {faults['kept']:.0f} with the Workspace kept, {faults['fresh']:.0f} with a "
+        f"fresh one per call")
+    return {"total_ms": total, "ops": rows, "page_faults": faults}
 
 
 def run(transformer_step, lstm_step, log=print) -> dict:

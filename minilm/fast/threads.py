@@ -1,4 +1,4 @@
-"""Elementwise work in cache-sized blocks, shared between two threads.
+"""The fast path's second thread: elementwise chains in cache-sized blocks, and work beside the main loop.
 
 NumPy runs every elementwise operation (exp, multiply, add, ...) on one core,
 while a matrix multiply uses all of them.  A chain such as GELU,
@@ -11,7 +11,15 @@ the cache.  Two things make such chains cheaper, and ``run_rows`` does both:
   before the next, so every pass after the first reads the cache;
 * threads: NumPy releases the interpreter lock inside each operation, so a
   second thread can run the chain on the other half of the rows at the same
-  time.  With two cores the chain takes about half the time.
+  time.  The gain is far from half: every call gives the lock up and takes it
+  back, and with blocks of a few hundred microseconds the two threads spend
+  much of the time handing it over.  It pays for a long chain on a large
+  array (AdamW) and little for a short one.
+
+What does pay on the second core is work that holds the lock rarely: a
+large matrix product is one call that runs for a millisecond or more.
+``Background`` and ``Wavefront`` give the worker such calls while this thread
+runs the many small calls of an LSTM's loop over time steps.
 
 ``chain(lo, hi, scratch)`` must touch only rows lo:hi of its arrays, so the
 two halves never share memory; ``scratch`` is a per-thread dict for
