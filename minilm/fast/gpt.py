@@ -42,7 +42,7 @@ import numpy as np
 from minilm.fast import kernels as K
 from minilm.fast.blas import one_thread
 from minilm.fast.flat import FlatModel, FlatParams
-from minilm.fast.threads import n_threads, run_rows
+from minilm.fast.threads import Background, n_threads, run_rows
 from minilm.positional import sinusoidal_table
 from minilm.transformer import IGNORE_INDEX
 from minilm.validate import check_ids
@@ -122,10 +122,11 @@ class FastTransformer(FlatModel):
         drop = bool(cfg.dropout)
         layers = [dict(xhat1=e(M, C), rstd1=e(M), n1=e(M, C), qkv=e(M, 3 * C), P=e(B, H, T, T), att=e(M, C),
                        xhat2=e(M, C), rstd2=e(M), n2=e(M, C), f=e(M, F), s=e(M, F), a=e(M, F),
-                       m1=e(M, C) if drop else None, m2=e(M, C) if drop else None)  # dropout masks
+                       m1=e(M, C) if drop else None, m2=e(M, C) if drop else None,  # dropout masks
+                       gdf=e(M, C), gda=e(M, C), gdF=e(M, F), gdqkv=e(M, 3 * C))  # the backward's, per layer
                   for _ in range(cfg.n_layer)]
         ws = dict(layers=layers, x=e(M, C), tmp=e(M, C), xhat_f=e(M, C), rstd_f=e(M), n_f=e(M, C),
-                  logits=e(M, V), dx=e(M, C), dn=e(M, C), dd=e(M, C), dF=e(M, F), dqkv=e(M, 3 * C),
+                  logits=e(M, V), dx=e(M, C), dn=e(M, C), dd=e(M, C),
                   dP=e(B, H, T, T), ones_m=np.ones(M, dt), ones_v=np.ones(V, dt), m0=e(M, C) if drop else None,
                   mask=K.causal_additive_mask(T, dt) if cfg.causal else None,
                   onehot=e(V, M) if V <= K.ONEHOT_MAX_V else None)  # (V, M) scratch of the embedding gradient
@@ -182,7 +183,7 @@ class FastTransformer(FlatModel):
 
     def _forward_backward(self, idx, targets, rng, mm):
         """The step; with ``targets`` None, the forward alone without dropout, returning a copy of the logits."""
-        cfg, P, G = self.cfg, self.flat.raw, self.flat.graw
+        cfg, P = self.cfg, self.flat.raw
         train = targets is not None
         idx, targets = self._check(idx, targets)
         B, T = idx.shape
@@ -247,13 +248,35 @@ class FastTransformer(FlatModel):
             return logits.reshape(B, T, -1).copy()  # (B, T, V)
         loss = K.cross_entropy_inplace(logits, targets.reshape(-1), ws["ones_v"], IGNORE_INDEX)  # -> dlogits
 
-        # ---- backward ----
-        dlogits, dx, dn, dd, ones_m = logits, ws["dx"], ws["dn"], ws["dd"], ws["ones_m"]
+        self._final, self._train_drop = final, drop
+        if mm is K.matmul_split:  # two threads: the weight gradients go to the worker, behind the chain
+            with Background() as bg:
+                self._backward(idx, B, T, mm, bg.submit, bg.wait)
+        else:
+            self._backward(idx, B, T, mm, lambda fn, *a: fn(*a), lambda job: None)
+        return loss
+
+    def _backward(self, idx, B, T, mm, later, wait) -> None:
+        """The backward of _forward_backward, from dlogits (in ws["logits"]) to every gradient.
+
+        ``later(fn, *args)`` runs a weight gradient's product, which nothing else in the step reads
+        (dW = X^T dY), on the worker while this thread goes on down the chain (minilm.fast.threads.
+        Background); the dY it reads is a buffer of its own (gdf, gda, gdF, gdqkv) that the chain does not
+        overwrite.  ``wait(job)`` waits for one.  With one thread, later runs it at once.
+        """
+        cfg, P, G, ws = self.cfg, self.flat.raw, self.flat.graw, self._ws
+        dt, C = self.dtype.type, cfg.n_embd
+        scale = dt(1 / math.sqrt(C // cfg.n_head))
+        emb_scale = dt(math.sqrt(C)) if getattr(cfg, "scale_embed", False) else None
+        post, drop = cfg.norm == "post", bool(cfg.dropout) and self._train_drop
+        final, tmp, ids = self._final, ws["tmp"], idx.reshape(-1)
+        W_head = P["wte"].T if cfg.tie_weights else P["lm_head.W"]  # (C, V)
+        dlogits, dx, dn, dd, ones_m = ws["logits"], ws["dx"], ws["dn"], ws["dd"], ws["ones_m"]
         np.matmul(ones_m, dlogits, out=G["lm_head.b"])  # (V,)
         if cfg.tie_weights:
-            mm(dlogits.T, final, G["wte"])  # (V, M) x (M, C) -> (V, C), the head's share
+            head = later(np.matmul, dlogits.T, final, G["wte"])  # (V, M) x (M, C) -> (V, C), the head's share
         else:
-            mm(final.T, dlogits, G["lm_head.W"])  # (C, M) x (M, V) -> (C, V)
+            later(np.matmul, final.T, dlogits, G["lm_head.W"])  # (C, M) x (M, V) -> (C, V)
         if post:
             mm(dlogits, W_head.T, dx)  # (M, V) x (V, C) -> (M, C)
         else:
@@ -261,20 +284,21 @@ class FastTransformer(FlatModel):
             dx.fill(0)
             K.layernorm_backward(dn, ws["xhat_f"], ws["rstd_f"], P["ln_f.gamma"], dx, G["ln_f.gamma"],
                                  G["ln_f.beta"], tmp, ones_m)
-        dF, dqkv = ws["dF"], ws["dqkv"]
         for l in reversed(range(cfg.n_layer)):
             c, h = ws["layers"][l], f"h{l}."
+            dF, dqkv = c["gdF"], c["gdqkv"]  # this layer's: the worker reads them after the chain moves on
             if post:  # x = LN2(n2 + f): dx <- d(n2 + f)
                 K.layernorm_backward(dx, c["xhat2"], c["rstd2"], P[h + "ln2.gamma"], None, G[h + "ln2.gamma"],
                                      G[h + "ln2.beta"], tmp, ones_m)
             # f = Drop(a W2 + b2):  dW2 = a^T df,  db2 = sum df,  da = df W2^T
             df = np.multiply(dx, c["m2"], out=dd) if drop else dx
             np.matmul(ones_m, df, out=G[h + "ffn.b2"])  # (C,)
-            mm(c["a"].T, df, G[h + "ffn.W2"])  # (F, M) x (M, C) -> (F, C)
+            np.copyto(c["gdf"], df)  # the worker's copy: the chain changes dx below
+            later(np.matmul, c["a"].T, c["gdf"], G[h + "ffn.W2"])  # (F, M) x (M, C) -> (F, C)
             mm(df, P[h + "ffn.W2"].T, dF)  # (M, C) x (C, F) -> (M, F)
             self._act_backward(c, dF)  # df = act'(f) da
             np.matmul(ones_m, dF, out=G[h + "ffn.b1"])  # (F,)
-            mm(c["n2"].T, dF, G[h + "ffn.W1"])  # (C, M) x (M, F) -> (C, F)
+            later(np.matmul, c["n2"].T, dF, G[h + "ffn.W1"])  # (C, M) x (M, F) -> (C, F)
             mm(dF, P[h + "ffn.W1"].T, dn)  # (M, F) x (F, C) -> (M, C): d(n2) from the feed-forward
             if post:  # n2 = LN1(x + a): dn <- d(x + a) = LN1'(d(n2) + dx)
                 dn += dx  # the residual path n2 -> n2 + f
@@ -288,7 +312,8 @@ class FastTransformer(FlatModel):
             # a = Drop(att W_o + b_o)
             da = np.multiply(dres, c["m1"], out=dd) if drop else dres
             np.matmul(ones_m, da, out=G[h + "attn.b_o"])  # (C,)
-            mm(c["att"].T, da, G[h + "attn.W_o"])  # (C, M) x (M, C) -> (C, C)
+            np.copyto(c["gda"], da)  # the worker's copy
+            later(np.matmul, c["att"].T, c["gda"], G[h + "attn.W_o"])  # (C, M) x (M, C) -> (C, C)
             datt = tmp if post else dn  # post: dn holds the stream's gradient, still needed below
             mm(da, P[h + "attn.W_o"].T, datt)  # (M, C) x (C, C) -> (M, C), d(att)
             q, k, v = (self._heads(c["qkv"][:, i * C:(i + 1) * C], B, T) for i in range(3))
@@ -296,7 +321,7 @@ class FastTransformer(FlatModel):
             K.attention_backward(self._heads(datt, B, T), q, k, v, c["P"], ws["dP"], dq, dk, dv, scale)
             # qkv = n1 W_qkv + b_qkv
             np.matmul(ones_m, dqkv, out=G[h + "attn.b_qkv"])  # (3C,)
-            mm(c["n1"].T, dqkv, G[h + "attn.W_qkv"])  # (C, M) x (M, 3C) -> (C, 3C)
+            later(np.matmul, c["n1"].T, dqkv, G[h + "attn.W_qkv"])  # (C, M) x (M, 3C) -> (C, 3C)
             if post:  # n1 = x: dx = d(x + a) + dqkv W_qkv^T
                 mm(dqkv, P[h + "attn.W_qkv"].T, dx)  # (M, 3C) x (3C, C) -> (M, C)
                 dx += dn
@@ -313,10 +338,11 @@ class FastTransformer(FlatModel):
             dx3.sum(axis=0, out=G["wpe"][:T])  # (T, C)
         if emb_scale is not None:
             dx *= emb_scale
-        if not cfg.tie_weights:
+        if cfg.tie_weights:
+            wait(head)  # the head's share of dwte first
+        else:
             G["wte"].fill(0)
         K.embedding_backward_add(G["wte"], ids, dx, ws["onehot"])  # (V, C), repeated ids accumulate
-        return loss
 
     def _act_forward(self, c, b1) -> None:
         if _activation(self.cfg) == "gelu":

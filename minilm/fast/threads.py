@@ -78,7 +78,7 @@ def run_rows(chain, n_rows: int, row_size: int, min_rows: int = 1) -> None:
     half = (n_rows // step + 1) // 2 * step  # split on a block boundary
     job = _worker().submit(_blocks, chain, 0, half, step, _scratch[1])
     _blocks(chain, half, n_rows, step, _scratch[0])
-    job.result()
+    _finish(job, _blocks, chain, 0, half, step, _scratch[1])
 
 
 def run_halves(fn, n: int) -> None:
@@ -90,7 +90,16 @@ def run_halves(fn, n: int) -> None:
     half = n // 2
     job = _worker().submit(fn, 0, half)
     fn(half, n)
-    job.result()
+    _finish(job, fn, 0, half)
+
+
+def _finish(job, fn, *args) -> None:
+    """Wait for the worker's half, or run it here if the worker has not started it (it is busy with
+    Background work: waiting would leave this core idle)."""
+    if job.cancel():
+        fn(*args)
+    else:
+        job.result()
 
 
 class Background:
