@@ -57,8 +57,11 @@ def rng_for(cfg, seed=1):
     return np.random.default_rng(seed) if cfg.dropout else None
 
 
+@pytest.mark.parametrize("threads", ["1", "2"])
 @pytest.mark.parametrize("kind", GPT_CONFIGS)
-def test_transformer_loss_and_grads_match_plain(kind):
+def test_transformer_loss_and_grads_match_plain(kind, threads, monkeypatch):
+    """With two threads the weight gradients' products run on the worker, behind the chain; with one, in it."""
+    monkeypatch.setenv("MINILM_THREADS", threads)
     cfg, p, x, y = gpt(kind)
     fast = FastTransformer(cfg, p, np.float64)
     for seed in range(2):  # the second call reuses every buffer (and, with dropout, draws other masks)
@@ -118,16 +121,14 @@ def test_broken_dropout_backward_is_caught(monkeypatch):
     cfg, p, x, y = gpt("post-dropout")
     _, grads = tr.loss_and_grads(p, cfg, x, y, train=True, rng=rng_for(cfg))
     fast = FastTransformer(cfg, p, np.float64)
-    orig = K.attention_forward
+    orig = K.cross_entropy_inplace
 
-    def redraw_masks(*args):  # after each forward attention, change the first layer's mask for the backward
-        orig(*args)
-        m = fast._ws["layers"][0]["m2"] if fast._ws else None
-        if m is not None:
-            m[...] = m[::-1]
+    def redraw_masks(*args):  # between the forward and the backward, change the first layer's FFN mask
+        m = fast._ws["layers"][0]["m2"]
+        m[...] = m[::-1]
+        return orig(*args)
 
-    monkeypatch.setattr(K, "attention_forward", redraw_masks)
-    fast.loss_and_grads(x, y, rng_for(cfg))  # builds the buffers
+    monkeypatch.setattr(K, "cross_entropy_inplace", redraw_masks)
     _, fg = fast.loss_and_grads(x, y, rng_for(cfg))
     assert grad_error(grads, fg) > BROKEN
 
@@ -146,8 +147,10 @@ def test_transformer_float32_as_accurate_as_plain():
     assert fast_err <= 4 * plain_err
 
 
+@pytest.mark.parametrize("threads", ["1", "2"])
 @pytest.mark.parametrize("kind", ["nanogpt", "the-text", "post-dropout", "masked-lm"])
-def test_transformer_training_steps_match_plain(kind):
+def test_transformer_training_steps_match_plain(kind, threads, monkeypatch):
+    monkeypatch.setenv("MINILM_THREADS", threads)
     """Three steps of clipping (which triggers) + AdamW with weight decay: the same parameters."""
     cfg, p, x, y = gpt(kind)
     plain = {k: v.copy() for k, v in p.items()}
@@ -167,6 +170,8 @@ def test_transformer_training_steps_match_plain(kind):
 
 
 def test_threads_change_nothing(monkeypatch):
+    """One thread or two (products split by rows, blocks between the threads, weight gradients on the
+    worker): bit for bit the same gradients."""
     cfg, p, x, y = gpt("nanogpt", np.float32)
     monkeypatch.setattr(threads, "BLOCK", 64)  # tiny blocks, so the small test arrays are split too
     _, g2 = FastTransformer(cfg, p, np.float32).loss_and_grads(x, y)
