@@ -9,10 +9,10 @@ itself never imports it.  Each model mirrors its minilm counterpart:
 
     transformer   minilm.transformer's pre-LN causal LM (biases, GELU tanh form, tied
                   embeddings, learned positions), fused causal attention
-                  (scaled_dot_product_attention), AdamW with clipping
+                  (scaled_dot_product_attention), fused AdamW with clipping
     lstm          nn.LSTM, forward and backward with a fixed upstream gradient
     ngram-V       the MLP n-gram LM of minilm.ngram (embedding, tanh hidden layer,
-                  output layer, cross-entropy), AdamW
+                  output layer, cross-entropy), fused AdamW
 """
 
 from __future__ import annotations
@@ -67,12 +67,15 @@ class GPT(nn.Module):
 
 
 def adamw(params, lr=1e-3, betas=(0.9, 0.99), wd=0.1):
-    """AdamW with decay on matrices only, as minilm.optim."""
+    """AdamW with decay on matrices only, as minilm.optim; torch's fused kernel where this build has it."""
     params = list(params)
     decay = [p for p in params if p.ndim >= 2]
     rest = [p for p in params if p.ndim < 2]
-    return torch.optim.AdamW([{"params": decay, "weight_decay": wd}, {"params": rest, "weight_decay": 0.0}],
-                             lr=lr, betas=betas)
+    groups = [{"params": decay, "weight_decay": wd}, {"params": rest, "weight_decay": 0.0}]
+    try:
+        return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=True)
+    except (RuntimeError, TypeError, ValueError):  # a build without the fused CPU kernel
+        return torch.optim.AdamW(groups, lr=lr, betas=betas)
 
 
 class NGram(nn.Module):
