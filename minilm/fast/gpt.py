@@ -274,9 +274,9 @@ class FastTransformer(FlatModel):
         dlogits, dx, dn, dd, ones_m = ws["logits"], ws["dx"], ws["dn"], ws["dd"], ws["ones_m"]
         np.matmul(ones_m, dlogits, out=G["lm_head.b"])  # (V,)
         if cfg.tie_weights:
-            head = later(np.matmul, dlogits.T, final, G["wte"])  # (V, M) x (M, C) -> (V, C), the head's share
+            head = later(K.matmul, dlogits.T, final, G["wte"])  # (V, M) x (M, C) -> (V, C), the head's share
         else:
-            later(np.matmul, final.T, dlogits, G["lm_head.W"])  # (C, M) x (M, V) -> (C, V)
+            later(K.matmul, final.T, dlogits, G["lm_head.W"])  # (C, M) x (M, V) -> (C, V)
         if post:
             mm(dlogits, W_head.T, dx)  # (M, V) x (V, C) -> (M, C)
         else:
@@ -294,11 +294,11 @@ class FastTransformer(FlatModel):
             df = np.multiply(dx, c["m2"], out=dd) if drop else dx
             np.matmul(ones_m, df, out=G[h + "ffn.b2"])  # (C,)
             np.copyto(c["gdf"], df)  # the worker's copy: the chain changes dx below
-            later(np.matmul, c["a"].T, c["gdf"], G[h + "ffn.W2"])  # (F, M) x (M, C) -> (F, C)
+            later(K.matmul, c["a"].T, c["gdf"], G[h + "ffn.W2"])  # (F, M) x (M, C) -> (F, C)
             mm(df, P[h + "ffn.W2"].T, dF)  # (M, C) x (C, F) -> (M, F)
             self._act_backward(c, dF)  # df = act'(f) da
             np.matmul(ones_m, dF, out=G[h + "ffn.b1"])  # (F,)
-            later(np.matmul, c["n2"].T, dF, G[h + "ffn.W1"])  # (C, M) x (M, F) -> (C, F)
+            later(K.matmul, c["n2"].T, dF, G[h + "ffn.W1"])  # (C, M) x (M, F) -> (C, F)
             mm(dF, P[h + "ffn.W1"].T, dn)  # (M, F) x (F, C) -> (M, C): d(n2) from the feed-forward
             if post:  # n2 = LN1(x + a): dn <- d(x + a) = LN1'(d(n2) + dx)
                 dn += dx  # the residual path n2 -> n2 + f
@@ -313,7 +313,7 @@ class FastTransformer(FlatModel):
             da = np.multiply(dres, c["m1"], out=dd) if drop else dres
             np.matmul(ones_m, da, out=G[h + "attn.b_o"])  # (C,)
             np.copyto(c["gda"], da)  # the worker's copy
-            later(np.matmul, c["att"].T, c["gda"], G[h + "attn.W_o"])  # (C, M) x (M, C) -> (C, C)
+            later(K.matmul, c["att"].T, c["gda"], G[h + "attn.W_o"])  # (C, M) x (M, C) -> (C, C)
             datt = tmp if post else dn  # post: dn holds the stream's gradient, still needed below
             mm(da, P[h + "attn.W_o"].T, datt)  # (M, C) x (C, C) -> (M, C), d(att)
             q, k, v = (self._heads(c["qkv"][:, i * C:(i + 1) * C], B, T) for i in range(3))
@@ -321,7 +321,7 @@ class FastTransformer(FlatModel):
             K.attention_backward(self._heads(datt, B, T), q, k, v, c["P"], ws["dP"], dq, dk, dv, scale)
             # qkv = n1 W_qkv + b_qkv
             np.matmul(ones_m, dqkv, out=G[h + "attn.b_qkv"])  # (3C,)
-            later(np.matmul, c["n1"].T, dqkv, G[h + "attn.W_qkv"])  # (C, M) x (M, 3C) -> (C, 3C)
+            later(K.matmul, c["n1"].T, dqkv, G[h + "attn.W_qkv"])  # (C, M) x (M, 3C) -> (C, 3C)
             if post:  # n1 = x: dx = d(x + a) + dqkv W_qkv^T
                 mm(dqkv, P[h + "attn.W_qkv"].T, dx)  # (M, 3C) x (3C, C) -> (M, C)
                 dx += dn
