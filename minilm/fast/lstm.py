@@ -11,7 +11,7 @@ Where a call's time goes (``python -m minilm bench --profile``): the loop over
 t must run one step after another, and NumPy pays about a microsecond per
 call inside it, on arrays small enough to sit in the cache; the products
 x_t W_x (forward) and dW_x, dW_h, dx (backward) do not depend on the
-recurrence and are four times the loop's arithmetic.  So:
+recurrence and are twice the loop's arithmetic.  So:
 
 * the products run on the second core BEHIND (backward) or AHEAD OF
   (forward) the loop, CHUNK steps at a time (minilm.fast.threads.Background):
@@ -29,10 +29,14 @@ recurrence and are four times the loop's arithmetic.  So:
   this thread has time for that in the backward, where the worker's
   products take longer than the loop.
 * every array, and every per-step view of it, belongs to a ``Workspace``
-  allocated once for a shape (T, B, D, Hd) and reused by every call: a fresh
-  10 MB of arrays per call costs thousands of page faults.  A model keeps one
-  Workspace per layer (minilm.fast.lstm_lm); ``lstm_forward`` without one
-  makes a new one per call.
+  allocated once for a shape (T, B, D, Hd) and reused by every call: fresh
+  arrays on every call cost thousands of page faults (``bench --profile``
+  counts them).  A model keeps one Workspace per layer (minilm.fast.lstm_lm);
+  ``lstm_forward`` without one makes a new one per call.
+* a stack of layers (``stack_forward_tm``, ``stack_backward_tm``) runs as a
+  wavefront: layer l + 1 works on a chunk on the other thread as soon as
+  layer l has finished it, so two recurrences run at the same time, each
+  thread making its own layer's products.
 
 Shapes: B batch, T steps, D input size, Hd hidden size; time-major rows of
 (T B, .) arrays are ordered t B + n.
