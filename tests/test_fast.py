@@ -285,10 +285,11 @@ def test_bench_goals_read_off_the_results():
     from minilm.fast.bench import format_goals, goal_rows
 
     results = {"transformer": {"fast": {"vs_torch": 0.75, "vs_floor": 1.4, "peak_mb": 90.0}},
-               "lstm": {"fast": {"vs_torch": 1.4}}}
+               "lstm": {"fast": {"vs_torch": 1.4, "vs_torch_rounds": [1.3, 1.62, 1.4]}}}
     rows = {r["goal"].split(",")[0].split(" ")[0] + str(r["target"]): r["status"] for r in goal_rows(results)}
     assert rows == {"Transformer0.8": "met", "Transformer1.3": "not met", "LSTM1.25": "acceptable", "peak250": "met"}
     assert "not met" in format_goals(goal_rows(results))
+    assert "1.30-1.62x" in format_goals(goal_rows(results))  # the ratio's spread over the rounds
     assert goal_rows({}) == []  # a run without those workloads states no goal
 
 

@@ -246,11 +246,12 @@ def run(workloads, steps: int = 30, warmup: int = 10, rounds: int = 2, use_torch
     results = {}
     for w in workloads:
         kinds = [k for k in CONTENDERS[w] if (k != "torch" or use_torch) and (k != "plain" or plain)]
-        got = {k: {"times": [], "peak_mb": 0.0} for k in kinds}
+        got = {k: {"times": [], "round_ms": [], "peak_mb": 0.0} for k in kinds}
         for _ in range(rounds):
             for k in kinds:
                 r = run_contender(w, k, steps, warmup)
                 got[k]["times"] += r["times"]
+                got[k]["round_ms"].append(1e3 * float(np.median(r["times"])))
                 got[k]["peak_mb"] = max(got[k]["peak_mb"], r["peak_mb"])
                 got[k]["tokens"] = r["tokens"]
         rows = {}
@@ -259,10 +260,12 @@ def run(workloads, steps: int = 30, warmup: int = 10, rounds: int = 2, use_torch
             rows[k] = {"ms": ms, "min_ms": 1e3 * min(g["times"]), "tokens_per_s": g["tokens"] / ms * 1e3,
                        "peak_mb": g["peak_mb"], "steps": len(g["times"])}
         for k, row in rows.items():
-            if "torch" in rows and k != "torch":
-                row["vs_torch"] = row["ms"] / rows["torch"]["ms"]
-            if "floor" in rows and k not in ("floor", "torch"):
-                row["vs_floor"] = row["ms"] / rows["floor"]["ms"]
+            for other, key in (("torch", "vs_torch"), ("floor", "vs_floor")):
+                if other in rows and k not in (other, "torch") and (other == "torch" or k != "floor"):
+                    row[key] = row["ms"] / rows[other]["ms"]
+                    # the same ratio within each round (contenders of a round run one after the other)
+                    row[key + "_rounds"] = [a / b for a, b in zip(got[k]["round_ms"], got[other]["round_ms"],
+                                                                  strict=True)]
         results[w] = rows
         log(format_rows(w, rows), flush=True)
     return results
@@ -297,17 +300,22 @@ def goal_rows(results: dict) -> list[dict]:
         if figure is None:
             continue
         met = "met" if figure <= goal else ("acceptable" if acceptable and figure <= acceptable else "not met")
-        rows.append({"goal": label, "figure": figure, "target": goal, "acceptable": acceptable, "status": met})
+        per_round = results[w][who].get(key + "_rounds")
+        rows.append({"goal": label, "figure": figure, "target": goal, "acceptable": acceptable, "status": met,
+                     "rounds": [min(per_round), max(per_round)] if per_round else None})
     return rows
 
 
 def format_goals(rows: list[dict]) -> str:
-    lines = [f"{'goal':<52} {'figure':>8} {'target':>8}  status"]
+    """The goals' table; "rounds" is the smallest and largest of the same ratio taken within each round,
+    which shows how much the machine's other work moved it during the run."""
+    lines = [f"{'goal':<52} {'figure':>8} {'rounds':>11} {'target':>8}  status"]
     for r in rows:
         unit = "" if r["target"] > 10 else "x"
         target = f"<={r['target']:g}{unit}" + (f" (<={r['acceptable']:g}{unit} acceptable)" if r["acceptable"] else "")
         fig = f"{r['figure']:.0f}" if unit == "" else f"{r['figure']:.2f}x"
-        lines.append(f"{r['goal']:<52} {fig:>8} {target:>8}  {r['status']}")
+        spread = f"{r['rounds'][0]:.2f}-{r['rounds'][1]:.2f}x" if r.get("rounds") else ""
+        lines.append(f"{r['goal']:<52} {fig:>8} {spread:>11} {target:>8}  {r['status']}")
     return "\n".join(lines)
 
 
