@@ -14,6 +14,10 @@ differs is how the work is laid out:
 * LayerNorm's and softmax's row sums are matrix-vector products, GELU and
   AdamW run in cache-sized blocks on two threads, attention runs each half of
   the batch on its own thread (its matmuls are too small for BLAS threads);
+* in the backward, the weight gradients' products dW = X^T dY (a third of the
+  step's arithmetic, read by nothing but AdamW) run on the worker thread
+  behind the chain (minilm.fast.threads.Background), each layer's dY in a
+  buffer of its own;
 * the causal mask is added to the scores (0 or -inf) instead of np.where;
 * dropout masks are drawn from the caller's generator in the plain model's
   order (embeddings, then each block's attention and feed-forward outputs),
