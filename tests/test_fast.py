@@ -327,3 +327,25 @@ def test_background_runs_every_job_once_and_raises_its_errors(monkeypatch):
     ran.clear()
     with Background() as bg:
         assert bg.submit(ran.append, 0) is None and ran == [0]  # one thread: at once, inside submit
+
+
+@pytest.mark.parametrize("threads", ["1", "2"])
+@pytest.mark.parametrize("n_layer", [1, 2])
+def test_lstm_lm_fast_logits_match_plain_forward(monkeypatch, threads, n_layer):
+    """Evaluation during --fast training: the fast forward's logits and final state are the plain ones,
+    and a training step after it is unchanged (its Workspaces are its own)."""
+    monkeypatch.setenv("MINILM_THREADS", threads)
+    r = np.random.default_rng(5)
+    cfg = lstm_lm.LSTMConfig(vocab_size=9, n_embd=4, n_hidden=5, n_layer=n_layer)
+    p = {k: v + 0.1 * r.standard_normal(v.shape) for k, v in lstm_lm.init_params(cfg, r, np.float64).items()}
+    state = [tuple(r.standard_normal((2, 4, 5))) for _ in range(n_layer)]
+    x, y = r.integers(0, 9, (2, 4, 19))
+    model = FastLSTMLM(cfg, p, np.float64)
+    before = model.loss_grads_and_state(x[:3], y[:3])[1]
+    logits, cache = lstm_lm.forward(p, cfg, x, state=state)
+    flogits, ffinal = model.logits(x, state)
+    assert flogits.shape == logits.shape and float(np.abs(flogits - logits).max()) <= TOL
+    assert max(float(np.abs(a - b).max()) for pa, pb in zip(lstm_lm.final_state(cache), ffinal, strict=True)
+               for a, b in zip(pa, pb, strict=True)) <= TOL
+    after = model.loss_grads_and_state(x[:3], y[:3])[1]
+    assert all(np.array_equal(before[k], after[k]) for k in before)

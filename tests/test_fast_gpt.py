@@ -253,10 +253,11 @@ def test_train_fast_refuses_what_it_cannot_train(tmp_path, capsys):
 
 @pytest.mark.parametrize("model,extra", [("transformer", dict(norm="post", dropout=0.1)),
                                          ("transformer", dict(norm="pre", dropout=0.0, activation="relu")),
-                                         ("mlm", dict(dropout=0.1))])
+                                         ("mlm", dict(dropout=0.1)), ("lstm", dict())])
 def test_train_fast_matches_plain_every_configuration(tmp_path, model, extra):
-    """train --fast and train, six steps of the text's post-LN model, dropout, the masked LM: the same
-    batches, masks and dropout draws, so the same validation loss and parameters to float32 rounding."""
+    """train --fast and train, six steps of the text's post-LN model, dropout, the masked LM, a 2-layer
+    LSTM LM (its evaluation in the fast forward too): the same batches, masks and dropout draws, so the
+    same validation loss and parameters to float32 rounding."""
     from minilm.training import checkpoint
     from minilm.training.loop import TrainOptions, train
 
@@ -264,8 +265,9 @@ def test_train_fast_matches_plain_every_configuration(tmp_path, model, extra):
     path.write_text("the cat sees the dog. a dog sees the cat.\n" * 40)
     runs = {}
     for name, fast in (("plain", False), ("fast", True)):
+        shape = dict(layers=2, hidden=16) if model == "lstm" else dict(layers=1, heads=2)
         opts = TrainOptions(model=model, data=str(path), out=str(tmp_path / name), steps=6, eval_every=3,
-                            layers=1, heads=2, width=16, block_size=8, batch_size=4, fast=fast, **extra)
+                            width=16, block_size=8, batch_size=4, fast=fast, **shape, **extra)
         runs[name] = train(opts, log=lambda *a, **k: None, progress=False, plot=False)
     assert abs(runs["fast"]["val_loss"] - runs["plain"]["val_loss"]) < 1e-4 * runs["plain"]["val_loss"]
     a, b = (checkpoint.load(tmp_path / n / "checkpoint.npz") for n in ("plain", "fast"))

@@ -75,6 +75,28 @@ class FastLSTMLM(FlatModel):
         K.embedding_backward_add(G["embed"], ids, dx, self._onehot(len(ids)))  # (V, E), repeated ids accumulate
         return loss, final
 
+    def logits(self, idx, state=None):
+        """minilm.lstm_lm.forward without a cache (evaluation): (B, T) ids -> logits (B, T, V), final state.
+
+        Runs in Workspaces of its own, so the training step's stay as they are.
+        """
+        cfg, P = self.cfg, self.params
+        idx = check_ids(idx, cfg.vocab_size, "idx")
+        if idx.ndim != 2 or idx.shape[1] == 0:
+            raise ValueError(f"idx must have shape (B, T) with T >= 1, got shape {idx.shape}")
+        B, T = idx.shape
+        state = zero_state(cfg, B, self.dtype) if state is None else check_state(state, cfg, B, self.dtype)
+        if not hasattr(self, "_eval_ws"):
+            self._eval_ws = [L.Workspace() for _ in range(cfg.n_layer)]
+        x = np.take(P["embed"], idx.T.reshape(-1), axis=0)  # (T B, E), time-major
+        weights = [(P[f"lstm.{l}.Wx"], P[f"lstm.{l}.Wh"], P[f"lstm.{l}.b"]) for l in range(cfg.n_layer)]
+        layers = L.stack_forward_tm(x, T, state, weights, self._eval_ws)
+        final = [(H[T].copy(), ws.C[T].copy()) for (H, _), ws in zip(layers, self._eval_ws, strict=True)]
+        top = layers[-1][0][1:]  # (T, B, Hd)
+        logits = top.reshape(T * B, -1) @ P["W_out"]  # (T B, Hd) x (Hd, V) -> (T B, V)
+        logits += P["b_out"]
+        return logits.reshape(T, B, -1).transpose(1, 0, 2), final  # (B, T, V) view, [(h_T, c_T)]
+
     def _onehot(self, M: int):
         """(V, M) scratch for the embedding gradient as one product (minilm.fast.kernels), or None for a large V."""
         if self.cfg.vocab_size > K.ONEHOT_MAX_V:

@@ -61,6 +61,23 @@ class _FastForward:
         return getattr(self.plain, name)
 
 
+class _FastLSTMForward:
+    """The plain LSTM LM module, with ``forward`` answered by the fast one (evaluation while training
+    --fast); the cache it returns holds only the final state, all that evaluation and sampling read."""
+
+    def __init__(self, model, plain):
+        self.model, self.plain = model, plain
+
+    def forward(self, params, cfg, idx, state=None):
+        if params is not self.model.params:
+            return self.plain.forward(params, cfg, idx, state=state)
+        logits, final = self.model.logits(idx, state)
+        return logits, {"final_state": final}
+
+    def __getattr__(self, name):
+        return getattr(self.plain, name)
+
+
 def _pairs(carry):
     """[h0, c0, h1, c1, ...] (a checkpoint's carry) -> [(h, c) per layer], as minilm.training.adapters."""
     return [(carry[i], carry[i + 1]) for i in range(0, len(carry), 2)]
@@ -81,6 +98,8 @@ def attach(s):
     o = s.o
     if o.model in ("transformer", "mlm"):
         s.mod = _FastForward(model, s.mod, o.batch_size)
+    elif o.model == "lstm":
+        s.mod = _FastLSTMForward(model, s.mod)
     hyper = dict(weight_decay=o.weight_decay, max_norm=o.clip)
 
     def step(batch, lr, carry):
