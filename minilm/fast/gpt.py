@@ -252,16 +252,16 @@ class FastTransformer(FlatModel):
             return logits.reshape(B, T, -1).copy()  # (B, T, V)
         loss = K.cross_entropy_inplace(logits, targets.reshape(-1), ws["ones_v"], IGNORE_INDEX)  # -> dlogits
 
-        self._final, self._train_drop = final, drop
         if mm is K.matmul_split:  # two threads: the weight gradients go to the worker, behind the chain
             with Background() as bg:
-                self._backward(idx, B, T, mm, bg.submit, bg.wait)
+                self._backward(idx, final, drop, mm, bg.submit, bg.wait)
         else:
-            self._backward(idx, B, T, mm, lambda fn, *a: fn(*a), lambda job: None)
+            self._backward(idx, final, drop, mm, lambda fn, *a: fn(*a), lambda job: None)
         return loss
 
-    def _backward(self, idx, B, T, mm, later, wait) -> None:
-        """The backward of _forward_backward, from dlogits (in ws["logits"]) to every gradient.
+    def _backward(self, idx, final, drop: bool, mm, later, wait) -> None:
+        """The backward of _forward_backward, from dlogits (in ws["logits"]) to every gradient; ``final``
+        (M, C) is the output layer's input, ``drop`` whether this step drew dropout masks.
 
         ``later(fn, *args)`` runs a weight gradient's product, which nothing else in the step reads
         (dW = X^T dY), on the worker while this thread goes on down the chain (minilm.fast.threads.
@@ -269,11 +269,11 @@ class FastTransformer(FlatModel):
         overwrite.  ``wait(job)`` waits for one.  With one thread, later runs it at once.
         """
         cfg, P, G, ws = self.cfg, self.flat.raw, self.flat.graw, self._ws
+        B, T = idx.shape
         dt, C = self.dtype.type, cfg.n_embd
         scale = dt(1 / math.sqrt(C // cfg.n_head))
         emb_scale = dt(math.sqrt(C)) if getattr(cfg, "scale_embed", False) else None
-        post, drop = cfg.norm == "post", bool(cfg.dropout) and self._train_drop
-        final, tmp, ids = self._final, ws["tmp"], idx.reshape(-1)
+        post, tmp, ids = cfg.norm == "post", ws["tmp"], idx.reshape(-1)
         W_head = P["wte"].T if cfg.tie_weights else P["lm_head.W"]  # (C, V)
         dlogits, dx, dn, dd, ones_m = ws["logits"], ws["dx"], ws["dn"], ws["dd"], ws["ones_m"]
         np.matmul(ones_m, dlogits, out=G["lm_head.b"])  # (V,)
