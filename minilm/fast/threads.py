@@ -19,7 +19,11 @@ the cache.  Two things make such chains cheaper, and ``run_rows`` does both:
 What does pay on the second core is work that holds the lock rarely: a
 large matrix product is one call that runs for a millisecond or more.
 ``Background`` and ``Wavefront`` give the worker such calls while this thread
-runs the many small calls of an LSTM's loop over time steps.
+runs the many small calls of an LSTM's loop over time steps (minilm.fast.lstm)
+or of the Transformer's backward chain (minilm.fast.gpt: the weight
+gradients).  A half that ``run_rows`` or ``run_halves`` handed the worker, and
+that the worker has not started because it is busy with such a call, is run
+on this thread instead of waited for.
 
 ``chain(lo, hi, scratch)`` must touch only rows lo:hi of its arrays, so the
 two halves never share memory; ``scratch`` is a per-thread dict for
@@ -104,7 +108,8 @@ def _finish(job, fn, *args) -> None:
 
 class Background:
     """Jobs for the worker thread while this thread works on (minilm.fast.lstm hands it the large
-    products of the steps the recurrence has finished, or has not reached yet).
+    products of the steps the recurrence has finished, or has not reached yet; minilm.fast.gpt the
+    weight gradients of its backward).
 
     ``submit(fn, *args)`` queues ``fn(*args)`` on the worker and returns a handle; ``wait(handle)``
     returns when that job is done, running it on this thread if the worker has not started it.
