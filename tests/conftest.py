@@ -19,3 +19,13 @@ SHARED_SHAKESPEARE = Path(__file__).resolve().parents[2] / "shared" / "data" / "
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """A small text file of sentences from test_train's tiny grammar, shared by a module's command-line tests."""
+    from test_train import synthetic_text
+
+    path = tmp_path_factory.mktemp("data") / "grammar.txt"
+    path.write_text(synthetic_text(300))
+    return path

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from conftest import SHARED_SHAKESPEARE
 from test_corpora import Server
-from test_train import synthetic_text
 
 from minilm.cli import main
 from minilm.training import checkpoint
@@ -16,13 +15,6 @@ from minilm.training import checkpoint
 pytest.importorskip("minilm.ngram")
 
 NGRAM = ["--model", "ngram", "--context", "3", "--width", "8", "--hidden", "32", "--batch-size", "32", "--quiet"]
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    path = tmp_path_factory.mktemp("data") / "grammar.txt"
-    path.write_text(synthetic_text(300))
-    return path
 
 
 @pytest.fixture(scope="module")

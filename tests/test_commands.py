@@ -6,7 +6,6 @@ import stat
 import numpy as np
 import pytest
 from test_cli import one_line_error
-from test_train import synthetic_text
 
 from minilm.cli import main
 from minilm.training import threads
@@ -19,13 +18,6 @@ TINY = {
     "seq2seq": ["--task", "numbers", "--max-number", "299", "--layers", "1", "--heads", "2", "--width", "16",
                 "--batch-size", "8", "--eval-size", "10"],
 }
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    path = tmp_path_factory.mktemp("data") / "grammar.txt"
-    path.write_text(synthetic_text(300))
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -156,15 +156,22 @@ def test_a_mismatch_is_a_one_line_error(tok, tmp_path, config, tensors, match):
     assert "\n" not in str(e.value)
 
 
-def test_the_command_line_exports_samples_and_fine_tunes(tmp_path, capsys):
+def train_and_export(tmp_path, steps: int, block: int, width: int):
+    """``minilm train`` a GPT-2-shaped BPE model on TEXT into tmp_path/run, then ``export --format hf`` it
+    into tmp_path/hf; returns the run folder (both commands must succeed)."""
     data = tmp_path / "text.txt"
     data.write_text(TEXT, encoding="utf-8")
     run = tmp_path / "run"
-    assert main(["train", "--data", str(data), "--out", str(run), "--steps", "8", "--block-size", "24", "--width",
-                 "32", "--layers", "2", "--heads", "4", *GPT2_FLAGS, "--tokenizer", "bpe", "--vocab-size", "300",
-                 "--quiet"]) == 0
-    ck = str(run / "checkpoint.npz")
-    assert main(["export", "--format", "hf", "--checkpoint", ck, str(tmp_path / "hf")]) == 0
+    assert main(["train", "--data", str(data), "--out", str(run), "--steps", str(steps), "--block-size", str(block),
+                 "--width", str(width), "--layers", "2", "--heads", "4", *GPT2_FLAGS, "--tokenizer", "bpe",
+                 "--vocab-size", "300", "--quiet"]) == 0
+    assert main(["export", "--format", "hf", "--checkpoint", str(run / "checkpoint.npz"), str(tmp_path / "hf")]) == 0
+    return run
+
+
+def test_the_command_line_exports_samples_and_fine_tunes(tmp_path, capsys):
+    run = train_and_export(tmp_path, steps=8, block=24, width=32)
+    ck, data = str(run / "checkpoint.npz"), tmp_path / "text.txt"
     capsys.readouterr()
     outs = []
     for source in (["--checkpoint", ck], ["--from-hf", str(tmp_path / "hf")]):
@@ -246,13 +253,7 @@ def test_a_random_gpt2_from_transformers_runs_in_minilm(hf, tok, tmp_path):
 
 def test_a_minilm_trained_model_runs_in_transformers(hf, tmp_path, capsys):
     torch, transformers = hf
-    data = tmp_path / "text.txt"
-    data.write_text(TEXT, encoding="utf-8")
-    run = tmp_path / "run"
-    assert main(["train", "--data", str(data), "--out", str(run), "--steps", "30", "--block-size", "32", "--width",
-                 "64", "--layers", "2", "--heads", "4", *GPT2_FLAGS, "--tokenizer", "bpe", "--vocab-size", "300",
-                 "--quiet"]) == 0
-    assert main(["export", "--format", "hf", "--checkpoint", str(run / "checkpoint.npz"), str(tmp_path / "hf")]) == 0
+    run = train_and_export(tmp_path, steps=30, block=32, width=64)
     from minilm.training.adapters import load_run
 
     r = load_run(run / "checkpoint.npz")
