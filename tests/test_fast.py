@@ -41,9 +41,8 @@ def test_flat_params_layout():
 # ---- LSTM ----
 
 
-def lstm_inputs(dtype=np.float64, T=6):
+def lstm_inputs(dtype=np.float64, T=6, B=3, D=4, Hd=5):
     r = np.random.default_rng(3)
-    B, D, Hd = 3, 4, 5
     Wx, Wh, b = lstm.lstm_init(r, D, Hd, dtype)
     b += r.standard_normal(4 * Hd).astype(dtype)
     x = r.standard_normal((B, T, D)).astype(dtype)
@@ -53,8 +52,8 @@ def lstm_inputs(dtype=np.float64, T=6):
     return (x, h0, c0, Wx, Wh, b), dhs, dstate
 
 
-def lstm_errors(fast_backward=fast_lstm.lstm_backward, T=6, ws=None):
-    args, dhs, dstate = lstm_inputs(T=T)
+def lstm_errors(fast_backward=fast_lstm.lstm_backward, T=6, ws=None, **sizes):
+    args, dhs, dstate = lstm_inputs(T=T, **sizes)
     hs, (h, c), cache = lstm.lstm_forward(*args)
     fhs, (fh, fc), fcache = fast_lstm.lstm_forward(*args, ws=ws)
     out_err = max(float(np.abs(a - b).max()) for a, b in ((hs, fhs), (h, fh), (c, fc)))
@@ -81,6 +80,49 @@ def test_lstm_matches_plain_over_several_chunks(monkeypatch, threads):
     for _ in range(2):
         out_err, errors = lstm_errors(T=21, ws=ws)
         assert len(ws.chunks) == 3 and out_err <= TOL and max(errors.values()) <= TOL, errors
+
+
+def test_column_blocks():
+    from minilm.fast.blas import SMALL_PRODUCT, column_blocks
+
+    assert column_blocks(3, 5, 20) == [(0, 20)]  # small already
+    for M, K, N in ((32, 128, 512), (12, 256, 1024), (32, 512, 128), (12, 1024, 256), (1000, 1000, 40)):
+        blocks = column_blocks(M, K, N)
+        edges = [c for block in blocks for c in block]
+        assert edges[0] == 0 and edges[-1] == N and edges[1:-1:2] == edges[2:-1:2]  # contiguous, in order
+        assert all(M * K * (c1 - c0) <= SMALL_PRODUCT or c1 - c0 < 32 for c0, c1 in blocks)
+    assert len(column_blocks(32, 128, 512)) == 4 and len(column_blocks(1000, 1000, 40)) == 2  # >= 16 columns each
+
+
+@pytest.mark.parametrize("small", [None, 1])
+def test_lstm_recurrent_products_in_column_blocks(monkeypatch, small):
+    """The recurrent products made a block of W_h's columns at a time give the plain LSTM's numbers:
+    the bench's size (4 blocks forward, 2 backward), and small sizes forced into 8 and 2 blocks."""
+    if small:
+        monkeypatch.setattr("minilm.fast.blas.SMALL_PRODUCT", small)
+        sizes, want = dict(B=3, D=4, Hd=32), (8, 2)
+    else:
+        sizes, want = dict(B=32, D=16, Hd=128), (4, 4)
+    ws = fast_lstm.Workspace()
+    out_err, errors = lstm_errors(T=11, ws=ws, **sizes)
+    assert (len(ws.fwd_cols), len(ws.bwd_cols)) == want
+    assert out_err <= TOL and max(errors.values()) <= TOL, errors
+
+
+def test_lstm_lost_column_block_is_caught(monkeypatch):
+    """A forward whose last block of W_h' is left at zero, and a backward whose last block of W_h^T is."""
+    monkeypatch.setattr("minilm.fast.blas.SMALL_PRODUCT", 1)
+    for name in ("_prepare_forward", "_transposes"):
+        orig = getattr(fast_lstm, name)
+
+        def lossy(ws, *args, orig=orig, name=name):
+            orig(ws, *args)
+            (ws.Whp_blocks if name == "_prepare_forward" else ws.WhT_blocks)[-1][...] = 0
+
+        with monkeypatch.context() as m:
+            m.setattr(fast_lstm, name, lossy)
+            out_err, errors = lstm_errors(T=11, B=3, D=4, Hd=32)
+        assert (out_err if name == "_prepare_forward" else errors["dx"]) > BROKEN
 
 
 def test_lstm_lost_chunk_is_caught(monkeypatch):

@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from minilm.fast.blas import one_thread
+from minilm.fast.blas import column_blocks, one_thread
 from minilm.fast.threads import Background, Wavefront
 
 CHUNK = 8  # time steps per product handed to the worker
@@ -99,11 +99,16 @@ class Workspace:
         self.ones = np.ones(T * B, dtype)
         self.Wxp, self.Whp, self.bp = e(D, 4 * Hd), e(Hd, 4 * Hd), e(4 * Hd)  # W_x', W_h', b' (step order, halved)
         self.WxT, self.WhT = e(4 * Hd, D), e(4 * Hd, Hd)  # W_x^T, W_h^T (step order) for the backward
+        # the recurrent products a block of columns at a time (minilm.fast.blas.column_blocks)
+        self.fwd_cols, self.bwd_cols = column_blocks(B, Hd, 4 * Hd), column_blocks(B, 4 * Hd, Hd)
+        self.Whp_blocks = [e(Hd, c1 - c0) for c0, c1 in self.fwd_cols]  # W_h' columns c0..c1-1, contiguous
+        self.WhT_blocks = [e(4 * Hd, c1 - c0) for c0, c1 in self.bwd_cols]  # W_h^T columns c0..c1-1
+        self.dh_blocks = [self.dh[:, c0:c1] for c0, c1 in self.bwd_cols]
         g = lambda a: (a[:, :Hd], a[:, Hd : 2 * Hd], a[:, 2 * Hd : 3 * Hd], a[:, 3 * Hd :])  # noqa: E731
         A, H, C = self.A, self.H, self.C
         # per step t: the views the step's lines use, made once here instead of T times per call
-        self.forward_views = [(A[t], A[t][:, : 3 * Hd], *g(A[t]), H[t], H[t + 1], C[t], C[t + 1], self.TC[t],
-                               self.Z[t]) for t in range(T)]
+        self.forward_views = [(A[t], [A[t][:, c0:c1] for c0, c1 in self.fwd_cols], A[t][:, : 3 * Hd], *g(A[t]),
+                               H[t], H[t + 1], C[t], C[t + 1], self.TC[t], self.Z[t]) for t in range(T)]
         self.backward_views = [(self.dY[t], *g(A[t])[:2], g(A[t])[3], C[t], self.TC[t], self.DTC[t], self.Dg[t],
                                 self.Z[t]) for t in range(T)]  # o is in DTC
         self.dS_blocks = g(self.dS)  # di, df, do, dg
@@ -114,11 +119,13 @@ class Workspace:
 # ---- forward ----------------------------------------------------------------------------------
 
 
-def _steps_forward(views, Whp, tmp) -> None:
-    """Steps t0 .. t1-1 (minilm.lstm.lstm_step_forward, per step); Whp = W_h' (Hd, 4Hd), step order, halved."""
+def _steps_forward(views, Whp_blocks, tmp) -> None:
+    """Steps t0 .. t1-1 (minilm.lstm.lstm_step_forward, per step); Whp_blocks: W_h' (Hd, 4Hd), step order,
+    halved, a block of columns each."""
     half = tmp.dtype.type(0.5)
-    for s, sig, i, f, o, g, h_prev, h, c_prev, c, tc, z in views:
-        np.matmul(h_prev, Whp, out=s)  # (B, Hd) x (Hd, 4Hd) -> (B, 4Hd): h_{t-1} W_h'
+    for s, s_blocks, sig, i, f, o, g, h_prev, h, c_prev, c, tc, z in views:
+        for W_block, s_block in zip(Whp_blocks, s_blocks, strict=True):
+            np.matmul(h_prev, W_block, out=s_block)  # (B, Hd) x (Hd, cols) -> (B, cols): h_{t-1} W_h'
         s += z  # a' = a / 2 for i, f, o; a for g
         np.tanh(s, out=s)  # tanh(a/2) for i, f, o;  g = tanh(a_g)
         sig *= half
@@ -155,6 +162,8 @@ def _transposes(ws, Wx, Wh) -> None:
     """ws.WhT, ws.WxT = W_h^T, W_x^T in step order, contiguous (4Hd, .): the backward's right-hand sides."""
     _step_order(Wh, ws.WhT.T, False)  # (4Hd, Hd)
     _step_order(Wx, ws.WxT.T, False)  # (4Hd, D)
+    for (j0, j1), block in zip(ws.bwd_cols, ws.WhT_blocks, strict=True):
+        np.copyto(block, ws.WhT[:, j0:j1])
 
 
 def _prepare_forward(ws, h0, c0, Wx, Wh, b) -> None:
@@ -163,6 +172,8 @@ def _prepare_forward(ws, h0, c0, Wx, Wh, b) -> None:
     _step_order(Wx, ws.Wxp, True)  # (D, 4Hd)
     _step_order(Wh, ws.Whp, True)  # (Hd, 4Hd)
     _step_order(b, ws.bp, True)  # (4Hd,)
+    for (j0, j1), block in zip(ws.fwd_cols, ws.Whp_blocks, strict=True):
+        np.copyto(block, ws.Whp[:, j0:j1])
     ws.H[0], ws.C[0] = h0, c0
 
 
@@ -180,7 +191,7 @@ def lstm_forward_tm(xt, T, h0, c0, Wx, Wh, b, ws: Workspace | None = None):
         bg.submit(_transposes, ws, Wx, Wh)  # for the backward, while the worker has time
         for (t0, t1), job in zip(ws.chunks, ahead, strict=True):
             bg.wait(job)  # this chunk's x_t W_x' + b'
-            _steps_forward(ws.forward_views[t0:t1], ws.Whp, ws.tmp)
+            _steps_forward(ws.forward_views[t0:t1], ws.Whp_blocks, ws.tmp)
     return ws.H, (ws, xt, Wx, Wh)
 
 
@@ -196,11 +207,12 @@ def lstm_forward(x, h0, c0, Wx, Wh, b, ws: Workspace | None = None):
 # ---- backward ---------------------------------------------------------------------------------
 
 
-def _steps_backward(views, WhT, dS, dS_blocks, tmp, dh, dc) -> None:
+def _steps_backward(views, WhT_blocks, dS, dS_blocks, tmp, dh, dh_blocks, dc) -> None:
     """Steps t1-1 down to t0 (minilm.lstm.lstm_step_backward, per step), ``views`` in that order.
 
     dh, dc (B, Hd) carry the state's gradients; each step writes dA_t = dgates * gate'(a) into its view
-    of Z, and dh_{t-1} = dA_t W_h^T (WhT (4Hd, Hd), step order).
+    of Z, and dh_{t-1} = dA_t W_h^T (WhT_blocks: W_h^T (4Hd, Hd), step order, a block of columns each,
+    into dh_blocks, the same columns of dh).
     """
     di, df, do, dg = dS_blocks
     for dy, i, f, g, c_prev, tc, o_dtc, dgate, da in views:
@@ -213,7 +225,8 @@ def _steps_backward(views, WhT, dS, dS_blocks, tmp, dh, dc) -> None:
         np.multiply(dc, i, out=dg)  # dg = dc i
         dc *= f  # dc_{t-1} = dc f
         np.multiply(dS, dgate, out=da)  # dA_t: i (1 - i) di, f (1 - f) df, o (1 - o) do, (1 - g^2) dg
-        np.matmul(da, WhT, out=dh)  # (B, 4Hd) x (4Hd, Hd) -> (B, Hd): dh_{t-1}
+        for W_block, dh_block in zip(WhT_blocks, dh_blocks, strict=True):
+            np.matmul(da, W_block, out=dh_block)  # (B, 4Hd) x (4Hd, cols) -> (B, cols): dh_{t-1}
 
 
 def _weight_products(ws, xt, k: int, t0: int, t1: int) -> None:
@@ -242,8 +255,8 @@ def _backward_chunk(ws, k: int) -> None:
     after their gates' derivatives."""
     t0, t1 = ws.chunks[k]
     _derivatives(ws, t0, t1)
-    _steps_backward(ws.backward_views[t1 - 1 : t0 - 1 if t0 else None : -1], ws.WhT, ws.dS, ws.dS_blocks, ws.tmp,
-                    ws.dh, ws.dc)
+    _steps_backward(ws.backward_views[t1 - 1 : t0 - 1 if t0 else None : -1], ws.WhT_blocks, ws.dS, ws.dS_blocks,
+                    ws.tmp, ws.dh, ws.dh_blocks, ws.dc)
 
 
 def _gradients(ws):
@@ -309,7 +322,7 @@ def stack_forward_tm(xt, T, states, weights, wss):
                 if l > 0:
                     wf.wait(l - 1, k)  # the layer below has finished steps t0..t1-1
                 _inputs(ws, inputs[l], ws.Wxp, ws.bp, t0, t1)
-                _steps_forward(ws.forward_views[t0:t1], ws.Whp, ws.tmp)
+                _steps_forward(ws.forward_views[t0:t1], ws.Whp_blocks, ws.tmp)
                 wf.mark(l, k)
             _transposes(ws, *weights[l][:2])
 
