@@ -109,6 +109,29 @@ def test_lstm_recurrent_products_in_column_blocks(monkeypatch, small):
     assert out_err <= TOL and max(errors.values()) <= TOL, errors
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("with_blas", [True, False])
+def test_transpose(monkeypatch, dtype, with_blas):
+    """blas.transpose writes exactly a.T, also between sub-blocks of larger arrays, through OpenBLAS's
+    ?omatcopy when NumPy's OpenBLAS exports it and through NumPy when not (or for another layout)."""
+    from minilm.fast import blas
+
+    if not with_blas:
+        monkeypatch.setattr(blas, "_omatcopy", {})
+    a = np.random.default_rng(0).standard_normal((9, 30)).astype(dtype)
+    out = np.zeros((40, 12), dtype)
+    blas.transpose(a[2:7, 3:23], out[5:25, 4:9])
+    assert np.array_equal(out[5:25, 4:9], a[2:7, 3:23].T)
+    out[5:25, 4:9] = 0
+    assert not out.any()  # nothing written outside the block
+    full = np.empty((30, 9), dtype)
+    blas.transpose(a, full)
+    assert np.array_equal(full, a.T)
+    strided = np.empty((30, 18), dtype)[:, ::2]  # not unit stride along rows: NumPy does it
+    blas.transpose(a, strided)
+    assert np.array_equal(strided, a.T)
+
+
 def test_lstm_lost_column_block_is_caught(monkeypatch):
     """A forward whose last block of W_h' is left at zero, and a backward whose last block of W_h^T is."""
     monkeypatch.setattr("minilm.fast.blas.SMALL_PRODUCT", 1)

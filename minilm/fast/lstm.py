@@ -28,6 +28,12 @@ recurrence and are twice the loop's arithmetic.  So:
   the backward loop enters it, so the backward step only multiplies by them;
   this thread has time for that in the backward, where the worker's
   products take longer than the loop.
+* the recurrent products h_{t-1} W_h' and dA_t W_h^T are made a block of
+  W's columns at a time (minilm.fast.blas.column_blocks): at the bench's
+  size each block is small enough for OpenBLAS's small-matrix kernel, which
+  runs it faster than the whole product; the blocks are contiguous copies,
+  and the backward's W_h^T and W_x^T copies are OpenBLAS transposes
+  (minilm.fast.blas.transpose), not NumPy's strided copies.
 * every array, and every per-step view of it, belongs to a ``Workspace``
   allocated once for a shape (T, B, D, Hd) and reused by every call: fresh
   arrays on every call cost thousands of page faults (``bench --profile``
@@ -46,10 +52,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from minilm.fast.blas import column_blocks, one_thread
+from minilm.fast.blas import column_blocks, one_thread, transpose
 from minilm.fast.threads import Background, Wavefront
 
 CHUNK = 8  # time steps per product handed to the worker
+STEP_BLOCKS = (0, 1, 3, 2)  # the step's gate blocks i, f, o, g are minilm.lstm's blocks 0, 1, 3, 2 (i, f, g, o)
 
 
 def _step_order(W, out, halve: bool) -> None:
@@ -98,7 +105,7 @@ class Workspace:
         self.tmp, self.dh, self.dc, self.dS = e(B, Hd), e(B, Hd), e(B, Hd), e(B, 4 * Hd)
         self.ones = np.ones(T * B, dtype)
         self.Wxp, self.Whp, self.bp = e(D, 4 * Hd), e(Hd, 4 * Hd), e(4 * Hd)  # W_x', W_h', b' (step order, halved)
-        self.WxT, self.WhT = e(4 * Hd, D), e(4 * Hd, Hd)  # W_x^T, W_h^T (step order) for the backward
+        self.WxT = e(4 * Hd, D)  # W_x^T (step order) for the backward
         # the recurrent products a block of columns at a time (minilm.fast.blas.column_blocks)
         self.fwd_cols, self.bwd_cols = column_blocks(B, Hd, 4 * Hd), column_blocks(B, 4 * Hd, Hd)
         self.Whp_blocks = [e(Hd, c1 - c0) for c0, c1 in self.fwd_cols]  # W_h' columns c0..c1-1, contiguous
@@ -159,11 +166,14 @@ def _derivatives(ws, t0: int, t1: int) -> None:
 
 
 def _transposes(ws, Wx, Wh) -> None:
-    """ws.WhT, ws.WxT = W_h^T, W_x^T in step order, contiguous (4Hd, .): the backward's right-hand sides."""
-    _step_order(Wh, ws.WhT.T, False)  # (4Hd, Hd)
-    _step_order(Wx, ws.WxT.T, False)  # (4Hd, D)
-    for (j0, j1), block in zip(ws.bwd_cols, ws.WhT_blocks, strict=True):
-        np.copyto(block, ws.WhT[:, j0:j1])
+    """ws.WxT = W_x^T (4Hd, D) and ws.WhT_blocks = W_h^T (4Hd, Hd) by blocks of columns, step order,
+    contiguous: the backward's right-hand sides, copied one gate block at a time (minilm.fast.blas.transpose)."""
+    Hd = Wh.shape[0]
+    for k, plain in enumerate(STEP_BLOCKS):
+        rows, cols = slice(k * Hd, (k + 1) * Hd), slice(plain * Hd, (plain + 1) * Hd)
+        transpose(Wx[:, cols], ws.WxT[rows])  # (D, Hd) -> (Hd, D)
+        for (j0, j1), block in zip(ws.bwd_cols, ws.WhT_blocks, strict=True):
+            transpose(Wh[j0:j1, cols], block[rows])  # (cols, Hd) -> (Hd, cols): W_h^T's columns j0..j1-1
 
 
 def _prepare_forward(ws, h0, c0, Wx, Wh, b) -> None:
