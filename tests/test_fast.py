@@ -71,15 +71,19 @@ def test_lstm_matches_plain():
 
 
 @pytest.mark.parametrize("threads", ["1", "2"])
-def test_lstm_matches_plain_over_several_chunks(monkeypatch, threads):
-    """T = 21 is three chunks of products (8, 8, 5), on the worker thread or all on this one;
+@pytest.mark.parametrize("weight_rows, parts", [(1, 3), (48, 2), (192, 1)])
+def test_lstm_matches_plain_over_several_chunks(monkeypatch, threads, weight_rows, parts):
+    """T = 21 is three chunks of products (8, 8, 5), on the worker thread or all on this one, with the
+    weight gradients in one part per chunk, in parts of two chunks (the last of one) or in one part;
     a Workspace used for another shape first, then for this one twice, gives the same numbers."""
     monkeypatch.setenv("MINILM_THREADS", threads)
+    monkeypatch.setattr(fast_lstm, "WEIGHT_ROWS", weight_rows)
     ws = fast_lstm.Workspace()
     lstm_errors(T=5, ws=ws)
     for _ in range(2):
         out_err, errors = lstm_errors(T=21, ws=ws)
-        assert len(ws.chunks) == 3 and out_err <= TOL and max(errors.values()) <= TOL, errors
+        assert (len(ws.chunks), len(ws.dWh_parts)) == (3, parts)
+        assert out_err <= TOL and max(errors.values()) <= TOL, errors
 
 
 def test_column_blocks():
@@ -150,6 +154,7 @@ def test_lstm_lost_column_block_is_caught(monkeypatch):
 
 def test_lstm_lost_chunk_is_caught(monkeypatch):
     """A backward whose weight products forget the first chunk (t < 8) of a three-chunk sequence."""
+    monkeypatch.setattr(fast_lstm, "WEIGHT_ROWS", 1)  # one part per chunk
     orig = fast_lstm._weight_products
 
     def lossy(ws, xt, k, t0, t1):
@@ -218,11 +223,13 @@ def test_lstm_lm_broken_backward_is_caught(monkeypatch, threads):
 
 @pytest.mark.parametrize("threads", ["1", "2"])
 @pytest.mark.parametrize("n_layer", [2, 3])
-def test_lstm_lm_wavefront_matches_plain(monkeypatch, threads, n_layer):
+@pytest.mark.parametrize("weight_rows", [1, 48])
+def test_lstm_lm_wavefront_matches_plain(monkeypatch, threads, n_layer, weight_rows):
     """2 and 3 layers over T = 21 (three chunks), the layers one chunk behind each other on two threads
-    or one after the other on one: the same loss, gradients and final state as minilm.lstm_lm, twice
-    with the same model (its Workspaces reused)."""
+    or one after the other on one, weight gradients by chunk or by two chunks: the same loss, gradients
+    and final state as minilm.lstm_lm, twice with the same model (its Workspaces reused)."""
     monkeypatch.setenv("MINILM_THREADS", threads)
+    monkeypatch.setattr(fast_lstm, "WEIGHT_ROWS", weight_rows)
     r = np.random.default_rng(11)
     cfg = lstm_lm.LSTMConfig(vocab_size=9, n_embd=4, n_hidden=5, n_layer=n_layer)
     p = {k: v + 0.1 * r.standard_normal(v.shape) for k, v in lstm_lm.init_params(cfg, r, np.float64).items()}
@@ -232,6 +239,7 @@ def test_lstm_lm_wavefront_matches_plain(monkeypatch, threads, n_layer):
         x, y = np.random.default_rng(seed).integers(0, 9, (2, 3, 21))
         loss, grads, final = lstm_lm.loss_grads_and_state(p, cfg, x, y, state=state)
         fl, fg, ffinal = model.loss_grads_and_state(x, y, state)
+        assert len(model._ws[0].dWh_parts) == (3 if weight_rows == 1 else 2)
         assert abs(fl - loss) <= TOL * loss and grad_error(grads, fg) <= TOL
         assert max(float(np.abs(a - b).max()) for pa, pb in zip(final, ffinal, strict=True)
                    for a, b in zip(pa, pb, strict=True)) <= TOL

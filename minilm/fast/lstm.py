@@ -56,6 +56,7 @@ from minilm.fast.blas import column_blocks, one_thread, transpose
 from minilm.fast.threads import Background, Wavefront
 
 CHUNK = 8  # time steps per product handed to the worker
+WEIGHT_ROWS = 192  # rows (steps x batch) at least in one weight-gradient product: a few chunks' when B is small
 STEP_BLOCKS = (0, 1, 3, 2)  # the step's gate blocks i, f, o, g are minilm.lstm's blocks 0, 1, 3, 2 (i, f, g, o)
 
 
@@ -85,7 +86,8 @@ class Workspace:
     H, C (T+1, B, Hd)  h_{t-1} and c_{t-1} at index t: H[0] = h0, H[t+1] = h_t
     TC, DTC (T, B, Hd) tanh(c_t) and o (1 - tanh^2(c_t))
     dY (T, B, Hd)   the upstream gradient, time-major;  dxt (T B, D) the input's gradient
-    dWh_parts (n_chunks, Hd, 4Hd), dWx_parts (n_chunks, D, 4Hd): one weight-gradient product per chunk
+    dWh_parts (n_parts, Hd, 4Hd), dWx_parts (n_parts, D, 4Hd): one weight-gradient product per part, a part
+                    being ``per_part`` chunks (at least WEIGHT_ROWS rows: small products of few rows run slower)
     """
 
     def __init__(self):
@@ -101,7 +103,9 @@ class Workspace:
         self.H, self.C, self.TC, self.DTC, self.dY = e(T + 1, B, Hd), e(T + 1, B, Hd), e(T, B, Hd), e(T, B, Hd), \
             e(T, B, Hd)
         self.dxt = e(T * B, D)
-        self.dWh_parts, self.dWx_parts = e(len(self.chunks), Hd, 4 * Hd), e(len(self.chunks), D, 4 * Hd)
+        self.per_part = max(1, -(-WEIGHT_ROWS // (B * CHUNK)))  # chunks per weight-gradient part
+        n_parts = -(-len(self.chunks) // self.per_part)
+        self.dWh_parts, self.dWx_parts = e(n_parts, Hd, 4 * Hd), e(n_parts, D, 4 * Hd)
         self.tmp, self.dh, self.dc, self.dS = e(B, Hd), e(B, Hd), e(B, Hd), e(B, 4 * Hd)
         self.ones = np.ones(T * B, dtype)
         self.Wxp, self.Whp, self.bp = e(D, 4 * Hd), e(Hd, 4 * Hd), e(4 * Hd)  # W_x', W_h', b' (step order, halved)
@@ -240,7 +244,7 @@ def _steps_backward(views, WhT_blocks, dS, dS_blocks, tmp, dh, dh_blocks, dc) ->
 
 
 def _weight_products(ws, xt, k: int, t0: int, t1: int) -> None:
-    """Chunk k's shares of dW_h = sum_t h_{t-1}^T dA_t and dW_x = sum_t x_t^T dA_t (step order)."""
+    """Part k's shares (steps t0..t1-1) of dW_h = sum_t h_{t-1}^T dA_t and dW_x = sum_t x_t^T dA_t (step order)."""
     B = ws.H.shape[1]
     dA = ws.Z[t0:t1].reshape((t1 - t0) * B, -1)  # (rows, 4Hd)
     np.matmul(ws.H[t0:t1].reshape((t1 - t0) * B, -1).T, dA, out=ws.dWh_parts[k])  # (Hd, rows) x (rows, 4Hd)
@@ -269,10 +273,19 @@ def _backward_chunk(ws, k: int) -> None:
                     ws.tmp, ws.dh, ws.dh_blocks, ws.dc)
 
 
+def _part_done(ws, k: int):
+    """(part, t0, t1) when chunk k is the last of its part the backward reaches (the backward goes from the
+    last chunk down), or None: the part's weight products can then be made."""
+    if k % ws.per_part:
+        return None
+    last = min(k + ws.per_part, len(ws.chunks)) - 1
+    return k // ws.per_part, ws.chunks[k][0], ws.chunks[last][1]
+
+
 def _gradients(ws):
     """(dh0, dc0, dWx, dWh, db) once every chunk's products are done; the weights' in minilm.lstm's gate order."""
     T, B, _, Hd, _ = ws.shape
-    n = len(ws.chunks)
+    n = len(ws.dWh_parts)
     dWh = _plain_order((ws.ones[:n] @ ws.dWh_parts.reshape(n, -1)).reshape(Hd, 4 * Hd))  # (Hd, 4Hd): sum of parts
     dWx = _plain_order((ws.ones[:n] @ ws.dWx_parts.reshape(n, -1)).reshape(-1, 4 * Hd))  # (D, 4Hd)
     db = _plain_order(ws.ones @ ws.Z.reshape(T * B, 4 * Hd))  # (4Hd,): dA summed over rows
@@ -291,7 +304,9 @@ def lstm_backward_tm(dy, cache, dstate=None):
         for k in reversed(range(len(ws.chunks))):
             _backward_chunk(ws, k)
             t0, t1 = ws.chunks[k]
-            bg.submit(_weight_products, ws, xt, k, t0, t1)  # behind the loop, on the worker
+            part = _part_done(ws, k)
+            if part:
+                bg.submit(_weight_products, ws, xt, *part)  # behind the loop, on the worker
             bg.submit(_input_products, ws, ws.WxT, t0, t1)
     return (ws.dxt, *_gradients(ws))
 
@@ -369,7 +384,9 @@ def stack_backward_tm(dy, caches):
                 _backward_chunk(ws, k)
                 _input_products(ws, ws.WxT, t0, t1)
                 wf.mark(l, k)
-                _weight_products(ws, xt, k, t0, t1)
+                part = _part_done(ws, k)
+                if part:
+                    _weight_products(ws, xt, *part)
             results[l] = (ws.dxt, *_gradients(ws))
 
     with one_thread():
