@@ -205,6 +205,45 @@ def test_lstm_lm_matches_plain():
                for a, b in zip(pa, pb, strict=True)) <= TOL
 
 
+@pytest.mark.parametrize("n_layer", [1, 2])
+@pytest.mark.parametrize("first", [True, False])
+def test_lstm_lm_embedding_gradient_both_ways(monkeypatch, n_layer, first):
+    """The embeddings' gradient as (onehot dA_0) W_x0^T (no dx) or as onehot dx: the plain model's either way;
+    the choice follows the multiply-add counts (a character vocabulary: one-hot first)."""
+    from minilm.fast import lstm_lm as fast_lm
+
+    assert fast_lm.one_hot_first(65, 12 * 64, 256, 256) and not fast_lm.one_hot_first(2000, 12 * 64, 256, 256)
+    monkeypatch.setattr(fast_lm, "one_hot_first", lambda *a: first)
+    calls = []
+    orig = fast_lstm.input_gradient_product
+    monkeypatch.setattr(fast_lstm, "input_gradient_product", lambda *a: calls.append(1) or orig(*a))
+    cfg, p, state, x, y = lstm_lm_case()
+    cfg = lstm_lm.LSTMConfig(vocab_size=9, n_embd=4, n_hidden=5, n_layer=n_layer)
+    p = {k: v for k, v in p.items() if not k.startswith("lstm.1.") or n_layer == 2}
+    state = state[:n_layer]
+    _, grads, _ = lstm_lm.loss_grads_and_state(p, cfg, x, y, state=state)
+    _, fg, _ = FastLSTMLM(cfg, p, np.float64).loss_grads_and_state(x, y, state)
+    assert grad_error(grads, fg) <= TOL and len(calls) == first
+    assert np.abs(grads["embed"] - fg["embed"]).max() <= TOL * np.abs(grads["embed"]).max()
+
+
+def test_lstm_lm_broken_embedding_gradient_is_caught(monkeypatch):
+    """(onehot dA_0) W_x0^T with the gate blocks of W_x0^T out of order (the plain order, not the step's)."""
+    from minilm.fast import lstm_lm as fast_lm
+
+    monkeypatch.setattr(fast_lm, "one_hot_first", lambda *a: True)
+
+    def misordered(ws, left):
+        T, B = ws.shape[:2]
+        return (left @ ws.Z.reshape(T * B, -1)) @ fast_lstm._plain_order(ws.WxT.T).T
+
+    monkeypatch.setattr(fast_lstm, "input_gradient_product", misordered)
+    cfg, p, state, x, y = lstm_lm_case()
+    _, grads, _ = lstm_lm.loss_grads_and_state(p, cfg, x, y, state=state)
+    _, fg, _ = FastLSTMLM(cfg, p, np.float64).loss_grads_and_state(x, y, state)
+    assert np.abs(grads["embed"] - fg["embed"]).max() > BROKEN * np.abs(grads["embed"]).max()
+
+
 @pytest.mark.parametrize("threads", ["1", "2"])
 def test_lstm_lm_broken_backward_is_caught(monkeypatch, threads):
     monkeypatch.setenv("MINILM_THREADS", threads)
@@ -374,6 +413,15 @@ def test_profile_counts_every_op(monkeypatch):
     assert set(got["ops"]) == {"per step: forward loop over t", "per step: backward loop over t",
                                "per call: products, derivatives, copies"}
     assert min(got["page_faults"].values()) >= 0  # how many a fresh Workspace costs depends on the allocator
+
+
+def test_profile_of_the_recurrent_products():
+    from minilm.fast import profile
+
+    lines = []
+    got = profile.profile_lstm_products(log=lines.append, repeats=2)
+    assert len(got) == 5 and all(t > 0 for row in got.values() for t in row[:2])
+    assert got["bench forward, h W_h"][2] == 4 and "blocks" in lines[1]  # (32, 128, 512): four column blocks
 
 
 # ---- the second thread ----

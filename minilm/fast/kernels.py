@@ -154,9 +154,14 @@ def embedding_backward_add(dE, ids, dx, onehot=None) -> None:
     if onehot is None:
         np.add.at(dE, ids, dx)  # (V, C), repeated ids accumulate
         return
+    dE += fill_onehot(onehot, ids) @ dx  # (V, M) x (M, C) -> (V, C)
+
+
+def fill_onehot(onehot, ids):
+    """onehot (V, M) := [ids[m] = v] for ids (M,); returns onehot."""
     onehot.fill(0)
     onehot[ids, np.arange(len(ids))] = 1  # (V, M)
-    dE += onehot @ dx  # (V, M) x (M, C) -> (V, C)
+    return onehot
 
 
 # ---- causal self-attention core (mirrors minilm.attention.attention_forward / _backward) ----------

@@ -53,7 +53,7 @@ from __future__ import annotations
 import numpy as np
 
 from minilm.fast.blas import column_blocks, one_thread, transpose
-from minilm.fast.threads import Background, Wavefront
+from minilm.fast.threads import Background, Wavefront, run_halves
 
 CHUNK = 8  # time steps per product handed to the worker
 WEIGHT_ROWS = 192  # rows (steps x batch) at least in one weight-gradient product: a few chunks' when B is small
@@ -292,10 +292,11 @@ def _gradients(ws):
     return ws.dh.copy(), ws.dc.copy(), dWx, dWh, db
 
 
-def lstm_backward_tm(dy, cache, dstate=None):
+def lstm_backward_tm(dy, cache, dstate=None, input_grad: bool = True):
     """lstm_backward on time-major gradients: dy (T, B, Hd) -> dxt (T B, D), dh0, dc0, dWx, dWh, db.
 
     dxt lives in the forward's Workspace (the next call overwrites it); the rest are new arrays.
+    ``input_grad=False`` leaves dx out (dxt is None): input_gradient_product gives a product with it.
     """
     ws, xt, _, _ = cache
     np.copyto(ws.dY, dy)  # (T, B, Hd), time-major and contiguous
@@ -307,8 +308,9 @@ def lstm_backward_tm(dy, cache, dstate=None):
             part = _part_done(ws, k)
             if part:
                 bg.submit(_weight_products, ws, xt, *part)  # behind the loop, on the worker
-            bg.submit(_input_products, ws, ws.WxT, t0, t1)
-    return (ws.dxt, *_gradients(ws))
+            if input_grad:
+                bg.submit(_input_products, ws, ws.WxT, t0, t1)
+    return (ws.dxt if input_grad else None, *_gradients(ws))
 
 
 def lstm_backward(dhs, cache, dstate=None):
@@ -356,14 +358,15 @@ def stack_forward_tm(xt, T, states, weights, wss):
     return [(ws.H, (ws, inputs[l], *weights[l][:2])) for l, ws in enumerate(wss)]
 
 
-def stack_backward_tm(dy, caches):
+def stack_backward_tm(dy, caches, input_grad: bool = True):
     """The backward of stack_forward_tm: dy (T, B, Hd) of the top layer -> [(dxt, dh0, dc0, dWx, dWh, db)] per layer.
 
     Layer l - 1's upstream gradient is layer l's dxt, so the layers run one chunk behind each other
-    from the top down, on two threads as in the forward.
+    from the top down, on two threads as in the forward.  ``input_grad=False``: no dx for layer 0 (its
+    dxt is None; see input_gradient_product).
     """
     if len(caches) == 1:
-        return [lstm_backward_tm(dy, caches[0])]
+        return [lstm_backward_tm(dy, caches[0], input_grad=input_grad)]
     wss = [c[0] for c in caches]
     T, B = wss[0].shape[:2]
     wf = Wavefront(len(wss), len(wss[0].chunks))
@@ -382,13 +385,31 @@ def stack_backward_tm(dy, caches):
                     wf.wait(l + 1, k)  # the layer above has its dx for steps t0..t1-1
                     np.copyto(ws.dY[t0:t1].reshape((t1 - t0) * B, -1), wss[l + 1].dxt[t0 * B : t1 * B])
                 _backward_chunk(ws, k)
-                _input_products(ws, ws.WxT, t0, t1)
+                if l > 0 or input_grad:
+                    _input_products(ws, ws.WxT, t0, t1)
                 wf.mark(l, k)
                 part = _part_done(ws, k)
                 if part:
-                    _weight_products(ws, xt, *part)
-            results[l] = (ws.dxt, *_gradients(ws))
+                    wf.defer(_weight_products, ws, xt, *part)  # by whichever thread has time
+
+    def gradients(lo, hi):
+        for l in range(lo, hi):
+            results[l] = (wss[l].dxt if l > 0 or input_grad else None, *_gradients(wss[l]))
 
     with one_thread():
         wf.run(layers, list(range(top, -1, -1)))
+        run_halves(gradients, len(wss))  # the layers' sums of parts, half of them on each thread
     return results
+
+
+def input_gradient_product(ws, left):
+    """left dx for the input's gradient dx = dA W_x^T of the backward that ran in ``ws``, as (left dA) W_x^T:
+    left (V, T B) -> (V, D), without making dx (T B, D).
+
+    For the LSTM LM, left is the one-hot matrix of the input ids and the product is the embeddings'
+    gradient: with a small vocabulary V it costs V (T B) 4Hd + V 4Hd D multiply-adds instead of dx's
+    (T B) 4Hd D + V (T B) D (minilm.fast.lstm_lm.one_hot_first says when).  The columns of dA and the
+    rows of W_x^T are both in the step's gate order, so the order cancels.
+    """
+    T, B = ws.shape[:2]
+    return (left @ ws.Z.reshape(T * B, -1)) @ ws.WxT  # (V, T B) x (T B, 4Hd) -> (V, 4Hd); x (4Hd, D) -> (V, D)

@@ -13,8 +13,9 @@ gradient, the final state and whole AdamW steps against it in float64):
 * the layers are minilm.fast.lstm's (one tanh for all gates, a Workspace per
   layer, the large products off the recurrence's thread);
 * parameters, gradients and AdamW moments are flat buffers (minilm.fast.flat);
-* cross-entropy overwrites the logits with their gradient, and the embeddings' gradient is one
-  product with a one-hot matrix (minilm.fast.kernels);
+* cross-entropy overwrites the logits with their gradient, and the embeddings' gradient is a
+  product with a one-hot matrix (minilm.fast.kernels): for a small vocabulary (one_hot_first)
+  (onehot dA_0) W_x0^T, which never makes layer 0's input gradient dx (T B, E);
 * with two or more layers, the layers run on two threads one chunk of steps behind each other
   (minilm.fast.lstm.stack_forward_tm / stack_backward_tm).
 
@@ -32,6 +33,12 @@ from minilm.fast import lstm as L
 from minilm.fast.flat import FlatModel, FlatParams
 from minilm.lstm_lm import check_state, param_shapes, zero_state
 from minilm.validate import check_ids
+
+
+def one_hot_first(V: int, rows: int, E: int, Hd: int) -> bool:
+    """Whether the embeddings' gradient onehot dx, dx = dA_0 W_x0^T, is cheaper as (onehot dA_0) W_x0^T:
+    V rows 4Hd + V 4Hd E multiply-adds against rows 4Hd E + V rows E (a character vocabulary: yes)."""
+    return V * rows * 4 * Hd + V * 4 * Hd * E < rows * 4 * Hd * E + V * rows * E
 
 
 class FastLSTMLM(FlatModel):
@@ -67,12 +74,16 @@ class FastLSTMLM(FlatModel):
         dlogits.sum(axis=0, out=G["b_out"])  # (V,)
         np.matmul(x.T, dlogits, out=G["W_out"])  # (Hd, T B) x (T B, V) -> (Hd, V)
         dx = dlogits @ P["W_out"].T  # (T B, V) x (V, Hd) -> (T B, Hd)
-        grads = L.stack_backward_tm(dx.reshape(T, B, -1), caches)  # dh0, dc0 dropped (truncated BPTT)
+        onehot = self._onehot(len(ids))
+        first = onehot is not None and one_hot_first(cfg.vocab_size, T * B, cfg.n_embd, cfg.n_hidden)
+        grads = L.stack_backward_tm(dx.reshape(T, B, -1), caches, input_grad=not first)  # no dh0, dc0 (TBPTT)
         for l, (_, _, _, dWx, dWh, db) in enumerate(grads):
             G[f"lstm.{l}.Wx"][...], G[f"lstm.{l}.Wh"][...], G[f"lstm.{l}.b"][...] = dWx, dWh, db
-        dx = grads[0][0]  # (T B, E): the embeddings' gradient
-        G["embed"].fill(0)
-        K.embedding_backward_add(G["embed"], ids, dx, self._onehot(len(ids)))  # (V, E), repeated ids accumulate
+        if first:  # d embed = onehot dx = (onehot dA_0) W_x0^T, without dx (T B, E)
+            np.copyto(G["embed"], L.input_gradient_product(self._ws[0], K.fill_onehot(onehot, ids)))
+        else:
+            G["embed"].fill(0)
+            K.embedding_backward_add(G["embed"], ids, grads[0][0], onehot)  # (V, E), repeated ids accumulate
         return loss, final
 
     def logits(self, idx, state=None):

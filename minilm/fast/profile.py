@@ -11,7 +11,8 @@ real step is left out.
     transformer   the bench's nanoGPT step against its matmul floor (bench.matmul_floor): each kernel of
                   minilm.fast.kernels, AdamW, the gradient norm, and the rest (bias adds, lookups)
     lstm          the bench's LSTM 128 -> 128 call: the loops over t (per step: the recurrent products and
-                  the gates) against the products before and after them (per call)
+                  the gates) against the products before and after them (per call); then the recurrent
+                  products alone, whole and by column blocks, and W^T copied two ways
 """
 
 from __future__ import annotations
@@ -119,12 +120,54 @@ def profile_lstm(make_call, steps: int = 10, log=print) -> dict:
     return {"total_ms": total, "ops": rows, "page_faults": faults}
 
 
+def profile_lstm_products(log=print, repeats: int = 200) -> dict:
+    """The LSTM's per-step recurrent products whole and by column blocks (minilm.fast.blas.column_blocks),
+    and W^T copied by NumPy and by minilm.fast.blas.transpose, float32, in microseconds of CPU time per call."""
+    from minilm.fast import blas
+
+    rng = np.random.default_rng(0)
+    rows = {}
+    log("LSTM recurrent products (float32, one thread, us of CPU per product): whole, by column blocks")
+    for name, (M, K, N) in (("bench forward, h W_h", (32, 128, 512)), ("bench backward, dA W_h^T", (32, 512, 128)),
+                            ("LM forward, h W_h", (12, 256, 1024)), ("LM backward, dA W_h^T", (12, 1024, 256))):
+        a, W = rng.standard_normal((M, K)).astype(np.float32), rng.standard_normal((K, N)).astype(np.float32)
+        out = np.empty((M, N), np.float32)
+        cols = blas.column_blocks(M, K, N)
+        blocks = [(np.ascontiguousarray(W[:, c0:c1]), out[:, c0:c1]) for c0, c1 in cols]
+
+        def whole(a=a, W=W, out=out):
+            np.matmul(a, W, out=out)
+
+        def by_blocks(a=a, blocks=blocks):
+            for Wb, ob in blocks:
+                np.matmul(a, Wb, out=ob)
+
+        t_whole = min(_cpu_ms(whole, repeats) for _ in range(3)) * 1e3
+        t_blocks = min(_cpu_ms(by_blocks, repeats) for _ in range(3)) * 1e3
+        rows[name] = (t_whole, t_blocks, len(cols))
+        log(f"  {name:<26} ({M}, {K}) x ({K}, {N})  {t_whole:7.1f}  {t_blocks:7.1f} in {len(cols)} blocks  "
+            f"({t_whole / t_blocks:.2f}x)")
+    W = rng.standard_normal((256, 1024)).astype(np.float32)
+    WT = np.empty((1024, 256), np.float32)
+    t_numpy = min(_cpu_ms(lambda: np.copyto(WT, W.T), 20) for _ in range(3)) * 1e3
+    t_blas = min(_cpu_ms(lambda: blas.transpose(W, WT), 20) for _ in range(3)) * 1e3
+    rows["transpose"] = (t_numpy, t_blas)
+    log(f"  W^T of a (256, 1024) W: NumPy's copy {t_numpy:.0f} us, blas.transpose {t_blas:.0f} us "
+        f"({t_numpy / t_blas:.1f}x)")
+    return rows
+
+
 def run(transformer_step, lstm_step, log=print) -> dict:
     """Both profiles; the bench (minilm.fast.bench) hands over the steps it times, so both measure the same work."""
     os.environ["MINILM_THREADS"] = "1"  # read by minilm.fast.threads at every split
     try:
         with np.errstate(over="ignore", invalid="ignore"):  # the same batch again and again: timing, not training
-            return {"transformer": profile_transformer(transformer_step, log=log),
-                    "lstm": profile_lstm(lstm_step, log=log)}
+            out = {"transformer": profile_transformer(transformer_step, log=log),
+                   "lstm": profile_lstm(lstm_step, log=log)}
+            from minilm.fast.blas import one_thread
+
+            with one_thread():
+                out["lstm_products"] = profile_lstm_products(log=log)
+            return out
     finally:
         del os.environ["MINILM_THREADS"]

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -168,6 +169,11 @@ class Wavefront:
     of their dependencies and ``fn`` runs its stages in that order.  Inside, a stage calls
     ``mark(stage, chunk)`` when a chunk's output is ready and ``wait(stage, chunk)`` before it reads
     another stage's.  An exception on either thread wakes the other and is raised here.
+
+    ``defer(fn, *args)`` hands over work that nothing in the wavefront waits for (the LSTM's weight
+    gradients): a thread that would wait in ``wait`` runs deferred work first, and each thread, its
+    stages done, runs what is left, so the stage with less to do takes over the other's.  ``run``
+    returns once all of it has run.
     """
 
     class Aborted(Exception):
@@ -176,12 +182,27 @@ class Wavefront:
     def __init__(self, n_stages: int, n_chunks: int):
         self._ready = [[threading.Event() for _ in range(n_chunks)] for _ in range(n_stages)]
         self._failed = False
+        self._deferred = deque()  # (fn, args), oldest first; deque's append and popleft are thread-safe
 
     def mark(self, stage: int, chunk: int) -> None:
         self._ready[stage][chunk].set()
 
+    def defer(self, fn, *args) -> None:
+        self._deferred.append((fn, args))
+
+    def _run_deferred(self, until=None) -> None:
+        """Run deferred work, oldest first, until there is none left (or ``until`` is set)."""
+        while until is None or not until.is_set():
+            try:
+                fn, args = self._deferred.popleft()
+            except IndexError:
+                return
+            fn(*args)
+
     def wait(self, stage: int, chunk: int) -> None:
-        self._ready[stage][chunk].wait()
+        event = self._ready[stage][chunk]
+        self._run_deferred(until=event)
+        event.wait()
         if self._failed:
             raise Wavefront.Aborted
 
@@ -194,6 +215,7 @@ class Wavefront:
     def _guarded(self, fn, arg) -> None:
         try:
             fn(arg)
+            self._run_deferred()
         except Wavefront.Aborted:
             pass
         except BaseException:
@@ -203,6 +225,7 @@ class Wavefront:
     def run(self, fn, stages) -> None:
         if n_threads() == 1 or len(stages) < 2:
             fn(list(stages))
+            self._run_deferred()
             return
         job = _worker().submit(self._guarded, fn, stages[1::2])
         try:
