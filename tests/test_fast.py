@@ -251,23 +251,24 @@ def test_lstm_lm_broken_backward_is_caught(monkeypatch, threads):
     _, grads, _ = lstm_lm.loss_grads_and_state(p, cfg, x, y, state=state)
     orig = fast_lstm._gradients
 
-    def broken(ws):  # every layer's dW_h off by 1%
-        dh, dc, dWx, dWh, db = orig(ws)
-        return dh, dc, dWx, dWh * 1.01, db
+    def broken(ws):  # every layer's dW_h (this process's layers) off by 1%
+        orig(ws)
+        ws.gWh *= 1.01
 
     monkeypatch.setattr(fast_lstm, "_gradients", broken)
     _, fg, _ = FastLSTMLM(cfg, p, np.float64).loss_grads_and_state(x, y, state)
     assert grad_error(grads, fg) > BROKEN
 
 
-@pytest.mark.parametrize("threads", ["1", "2"])
+@pytest.mark.parametrize("threads", ["1", "2", "processes"])
 @pytest.mark.parametrize("n_layer", [2, 3])
 @pytest.mark.parametrize("weight_rows", [1, 48])
 def test_lstm_lm_wavefront_matches_plain(monkeypatch, threads, n_layer, weight_rows):
-    """2 and 3 layers over T = 21 (three chunks), the layers one chunk behind each other on two threads
-    or one after the other on one, weight gradients by chunk or by two chunks: the same loss, gradients
-    and final state as minilm.lstm_lm, twice with the same model (its Workspaces reused)."""
-    monkeypatch.setenv("MINILM_THREADS", threads)
+    """2 and 3 layers over T = 21 (three chunks), the layers one chunk behind each other in two processes,
+    on two threads or one after the other on one, weight gradients by chunk or by two chunks: the same
+    loss, gradients and final state as minilm.lstm_lm, twice with the same model (its Workspaces reused)."""
+    monkeypatch.setenv("MINILM_THREADS", "2" if threads == "processes" else threads)
+    monkeypatch.setenv("MINILM_PROCESSES", "1" if threads == "processes" else "0")
     monkeypatch.setattr(fast_lstm, "WEIGHT_ROWS", weight_rows)
     r = np.random.default_rng(11)
     cfg = lstm_lm.LSTMConfig(vocab_size=9, n_embd=4, n_hidden=5, n_layer=n_layer)
@@ -279,6 +280,7 @@ def test_lstm_lm_wavefront_matches_plain(monkeypatch, threads, n_layer, weight_r
         loss, grads, final = lstm_lm.loss_grads_and_state(p, cfg, x, y, state=state)
         fl, fg, ffinal = model.loss_grads_and_state(x, y, state)
         assert len(model._ws[0].dWh_parts) == (3 if weight_rows == 1 else 2)
+        assert (model._ws[0].shape[5] is not None) == (threads == "processes")  # shared with a second process
         assert abs(fl - loss) <= TOL * loss and grad_error(grads, fg) <= TOL
         assert max(float(np.abs(a - b).max()) for pa, pb in zip(final, ffinal, strict=True)
                    for a, b in zip(pa, pb, strict=True)) <= TOL
@@ -286,9 +288,10 @@ def test_lstm_lm_wavefront_matches_plain(monkeypatch, threads, n_layer, weight_r
 
 @pytest.mark.parametrize("where", ["forward", "backward"])
 def test_lstm_lm_wavefront_error_is_raised_not_hung(monkeypatch, where):
-    """An exception in the worker's layer (layer 1) reaches the caller; the thread on the other side
-    stops waiting for it."""
+    """On two threads (no second process): an exception in the worker's layer (layer 1) reaches the
+    caller; the thread on the other side stops waiting for it.  (tests/test_fast_procs.py: processes.)"""
     monkeypatch.setenv("MINILM_THREADS", "2")
+    monkeypatch.setenv("MINILM_PROCESSES", "0")
     cfg, p, state, x, y = lstm_lm_case()
     name = "_steps_forward" if where == "forward" else "_steps_backward"
     orig = getattr(fast_lstm, name)

@@ -92,17 +92,18 @@ runs it on its small-matrix kernel: measured here, (8, 128, 512) runs at about 1
 prints the LSTM's products whole and in blocks)."""
 
 
-def column_blocks(M: int, K: int, N: int) -> list[tuple[int, int]]:
+def column_blocks(M: int, K: int, N: int, small: int | None = None) -> list[tuple[int, int]]:
     """Column ranges [(c0, c1), ...] covering 0..N that cut an (M, K) x (K, N) product into
-    products of at most SMALL_PRODUCT multiply-adds each: the fewest power-of-two number of blocks,
+    products of at most ``small`` (SMALL_PRODUCT) multiply-adds each: the fewest power-of-two number of blocks,
     no block narrower than 16 columns.  One block [(0, N)] when the product is small already.
 
     The LSTM's recurrent products (minilm.fast.lstm), h_{t-1} W_h (B, Hd) x (Hd, 4Hd) and
     dA_t W_h^T (B, 4Hd) x (4Hd, Hd), are made one block of W's columns at a time, each block a
     contiguous copy: each output column is the same dot product, summed by another kernel.
     """
+    small = SMALL_PRODUCT if small is None else small
     p = 1
-    while M * K * N > SMALL_PRODUCT * p and N // (2 * p) >= 16:
+    while M * K * N > small * p and N // (2 * p) >= 16:
         p *= 2
     w = N // p
     return [(j * w, N if j == p - 1 else (j + 1) * w) for j in range(p)]

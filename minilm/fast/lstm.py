@@ -40,9 +40,14 @@ recurrence and are twice the loop's arithmetic.  So:
   counts them).  A model keeps one Workspace per layer (minilm.fast.lstm_lm);
   ``lstm_forward`` without one makes a new one per call.
 * a stack of layers (``stack_forward_tm``, ``stack_backward_tm``) runs as a
-  wavefront: layer l + 1 works on a chunk on the other thread as soon as
+  wavefront: layer l + 1 works on a chunk on the other core as soon as
   layer l has finished it, so two recurrences run at the same time, each
-  thread making its own layer's products.
+  side making its own layer's products.  The other core is a second
+  process (minilm.fast.procs) that shares the layers' Workspaces: two loops
+  over t on two threads of one process wait for each other at the
+  interpreter lock at every NumPy call and gain little; two processes do
+  not share a lock.  Without a second process, a thread.  In the backward a
+  side that would wait runs weight-gradient products instead.
 
 Shapes: B batch, T steps, D input size, Hd hidden size; time-major rows of
 (T B, .) arrays are ordered t B + n.
@@ -52,8 +57,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from minilm.fast import blas
 from minilm.fast.blas import column_blocks, one_thread, transpose
-from minilm.fast.threads import Background, Wavefront, run_halves
+from minilm.fast.threads import Background, Wavefront, n_threads, run_halves
 
 CHUNK = 8  # time steps per product handed to the worker
 WEIGHT_ROWS = 192  # rows (steps x batch) at least in one weight-gradient product: a few chunks' when B is small
@@ -71,10 +77,11 @@ def _step_order(W, out, halve: bool) -> None:
         out[..., : 3 * Hd] *= out.dtype.type(0.5)
 
 
-def _plain_order(W_step):
-    """The inverse of _step_order (no halving): a new array with the gate blocks i, f, g, o."""
+def _plain_order(W_step, out=None):
+    """The inverse of _step_order (no halving): the gate blocks i, f, g, o, into ``out`` or a new array."""
     Hd = W_step.shape[-1] // 4
-    return np.concatenate([W_step[..., : 2 * Hd], W_step[..., 3 * Hd :], W_step[..., 2 * Hd : 3 * Hd]], axis=-1)
+    return np.concatenate([W_step[..., : 2 * Hd], W_step[..., 3 * Hd :], W_step[..., 2 * Hd : 3 * Hd]], axis=-1,
+                          out=out)
 
 
 class Workspace:
@@ -88,22 +95,49 @@ class Workspace:
     dY (T, B, Hd)   the upstream gradient, time-major;  dxt (T B, D) the input's gradient
     dWh_parts (n_parts, Hd, 4Hd), dWx_parts (n_parts, D, 4Hd): one weight-gradient product per part, a part
                     being ``per_part`` chunks (at least WEIGHT_ROWS rows: small products of few rows run slower)
+    gWx, gWh, gb    the weights' gradients, minilm.lstm's gate order;  Wx, Wh: the call's weights (a stack's
+                    layers in minilm.fast.procs' second process read them here)
+
+    With a ``peer`` (minilm.fast.procs.Peer) every array lives in one buffer shared with the peer's
+    process, which keeps a Workspace of its own over the same memory (same layout, same views).
     """
 
     def __init__(self):
         self.shape = None
 
-    def ready(self, T: int, B: int, D: int, Hd: int, dtype) -> Workspace:
-        shape = (T, B, D, Hd, np.dtype(dtype))
+    def ready(self, T: int, B: int, D: int, Hd: int, dtype, peer=None) -> Workspace:
+        shape = (T, B, D, Hd, np.dtype(dtype), peer and peer.generation)
         if shape == self.shape:
             return self
-        e = lambda *s: np.empty(s, dtype)  # noqa: E731
-        self.chunks = [(t0, min(t0 + CHUNK, T)) for t0 in range(0, T, CHUNK)]
+        layout = (CHUNK, WEIGHT_ROWS, blas.SMALL_PRODUCT)  # what else decides the arrays
+        if peer is None:
+            self._allocate(T, B, D, Hd, dtype, lambda *s: np.empty(s, dtype), layout)
+        else:
+            sizes = []  # a first pass only measures the arrays
+            self._allocate(T, B, D, Hd, dtype, lambda *s: sizes.append(_aligned(np.empty(s, dtype).nbytes)) or
+                           np.empty(s, dtype), layout)
+            self.key, self.buffer = peer.share(sum(sizes))
+            self.peer = peer
+            self._allocate(T, B, D, Hd, dtype, _carve(self.buffer, dtype), layout)
+            peer.mirror(self.key, (T, B, D, Hd, np.dtype(dtype).str), layout)
+        self.shape = shape
+        return self
+
+    def attach(self, buffer, T: int, B: int, D: int, Hd: int, dtype, layout) -> Workspace:
+        """The peer's side of ready(..., peer): the same arrays over the shared ``buffer``."""
+        self.buffer = buffer
+        self._allocate(T, B, D, Hd, dtype, _carve(buffer, dtype), layout)
+        self.shape = (T, B, D, Hd, np.dtype(dtype), None)
+        return self
+
+    def _allocate(self, T: int, B: int, D: int, Hd: int, dtype, e, layout) -> None:
+        chunk, weight_rows, small = layout
+        self.chunks = [(t0, min(t0 + chunk, T)) for t0 in range(0, T, chunk)]
         self.A, self.Z, self.Dg = e(T, B, 4 * Hd), e(T, B, 4 * Hd), e(T, B, 4 * Hd)
         self.H, self.C, self.TC, self.DTC, self.dY = e(T + 1, B, Hd), e(T + 1, B, Hd), e(T, B, Hd), e(T, B, Hd), \
             e(T, B, Hd)
         self.dxt = e(T * B, D)
-        self.per_part = max(1, -(-WEIGHT_ROWS // (B * CHUNK)))  # chunks per weight-gradient part
+        self.per_part = max(1, -(-weight_rows // (B * chunk)))  # chunks per weight-gradient part
         n_parts = -(-len(self.chunks) // self.per_part)
         self.dWh_parts, self.dWx_parts = e(n_parts, Hd, 4 * Hd), e(n_parts, D, 4 * Hd)
         self.tmp, self.dh, self.dc, self.dS = e(B, Hd), e(B, Hd), e(B, Hd), e(B, 4 * Hd)
@@ -111,7 +145,7 @@ class Workspace:
         self.Wxp, self.Whp, self.bp = e(D, 4 * Hd), e(Hd, 4 * Hd), e(4 * Hd)  # W_x', W_h', b' (step order, halved)
         self.WxT = e(4 * Hd, D)  # W_x^T (step order) for the backward
         # the recurrent products a block of columns at a time (minilm.fast.blas.column_blocks)
-        self.fwd_cols, self.bwd_cols = column_blocks(B, Hd, 4 * Hd), column_blocks(B, 4 * Hd, Hd)
+        self.fwd_cols, self.bwd_cols = column_blocks(B, Hd, 4 * Hd, small), column_blocks(B, 4 * Hd, Hd, small)
         self.Whp_blocks = [e(Hd, c1 - c0) for c0, c1 in self.fwd_cols]  # W_h' columns c0..c1-1, contiguous
         self.WhT_blocks = [e(4 * Hd, c1 - c0) for c0, c1 in self.bwd_cols]  # W_h^T columns c0..c1-1
         self.dh_blocks = [self.dh[:, c0:c1] for c0, c1 in self.bwd_cols]
@@ -123,8 +157,24 @@ class Workspace:
         self.backward_views = [(self.dY[t], *g(A[t])[:2], g(A[t])[3], C[t], self.TC[t], self.DTC[t], self.Dg[t],
                                 self.Z[t]) for t in range(T)]  # o is in DTC
         self.dS_blocks = g(self.dS)  # di, df, do, dg
-        self.shape = shape
-        return self
+        self.gWx, self.gWh, self.gb, self.Wx, self.Wh = e(D, 4 * Hd), e(Hd, 4 * Hd), e(4 * Hd), e(D, 4 * Hd), \
+            e(Hd, 4 * Hd)
+
+
+def _aligned(nbytes: int) -> int:
+    return -(-nbytes // 64) * 64  # every shared array starts on a cache line
+
+
+def _carve(buffer, dtype):
+    """An allocator e(*shape) that hands out consecutive, aligned arrays of ``buffer``."""
+    offset = [0]
+
+    def e(*shape):
+        a = np.ndarray(shape, dtype, buffer=buffer, offset=offset[0])
+        offset[0] += _aligned(a.nbytes)
+        return a
+
+    return e
 
 
 # ---- forward ----------------------------------------------------------------------------------
@@ -282,14 +332,18 @@ def _part_done(ws, k: int):
     return k // ws.per_part, ws.chunks[k][0], ws.chunks[last][1]
 
 
-def _gradients(ws):
-    """(dh0, dc0, dWx, dWh, db) once every chunk's products are done; the weights' in minilm.lstm's gate order."""
-    T, B, _, Hd, _ = ws.shape
+def _gradients(ws) -> None:
+    """ws.gWx, ws.gWh, ws.gb once every chunk's products are done, in minilm.lstm's gate order."""
+    T, B, _, Hd = ws.shape[:4]
     n = len(ws.dWh_parts)
-    dWh = _plain_order((ws.ones[:n] @ ws.dWh_parts.reshape(n, -1)).reshape(Hd, 4 * Hd))  # (Hd, 4Hd): sum of parts
-    dWx = _plain_order((ws.ones[:n] @ ws.dWx_parts.reshape(n, -1)).reshape(-1, 4 * Hd))  # (D, 4Hd)
-    db = _plain_order(ws.ones @ ws.Z.reshape(T * B, 4 * Hd))  # (4Hd,): dA summed over rows
-    return ws.dh.copy(), ws.dc.copy(), dWx, dWh, db
+    _plain_order((ws.ones[:n] @ ws.dWh_parts.reshape(n, -1)).reshape(Hd, 4 * Hd), ws.gWh)  # (Hd, 4Hd): sum of parts
+    _plain_order((ws.ones[:n] @ ws.dWx_parts.reshape(n, -1)).reshape(-1, 4 * Hd), ws.gWx)  # (D, 4Hd)
+    _plain_order(ws.ones @ ws.Z.reshape(T * B, 4 * Hd), ws.gb)  # (4Hd,): dA summed over rows
+
+
+def _results(ws, input_grad: bool = True):
+    """(dxt, dh0, dc0, dWx, dWh, db) of a finished backward: dxt in the Workspace (or None), the rest copies."""
+    return (ws.dxt if input_grad else None, ws.dh.copy(), ws.dc.copy(), ws.gWx.copy(), ws.gWh.copy(), ws.gb.copy())
 
 
 def lstm_backward_tm(dy, cache, dstate=None, input_grad: bool = True):
@@ -310,7 +364,8 @@ def lstm_backward_tm(dy, cache, dstate=None, input_grad: bool = True):
                 bg.submit(_weight_products, ws, xt, *part)  # behind the loop, on the worker
             if input_grad:
                 bg.submit(_input_products, ws, ws.WxT, t0, t1)
-    return (ws.dxt if input_grad else None, *_gradients(ws))
+    _gradients(ws)
+    return _results(ws, input_grad)
 
 
 def lstm_backward(dhs, cache, dstate=None):
@@ -324,82 +379,114 @@ def lstm_backward(dhs, cache, dstate=None):
 # ---- a stack of layers: the wavefront ---------------------------------------------------------
 
 
-def stack_forward_tm(xt, T, states, weights, wss):
+def forward_layers(ls, wss, inputs, front) -> None:
+    """Layers ``ls`` of a stack's forward, each chunk after the layer below has marked it in ``front``
+    (a minilm.fast.threads.Wavefront, or minilm.fast.procs' front between two processes).
+
+    wss[l] is prepared (_prepare_forward, ws.Wx and ws.Wh hold the weights); inputs[l] (T B, D_l) is
+    layer l's input: the stack's for layer 0, the layer below's H[1:] for the others.
+    """
+    for l in ls:
+        ws = wss[l]
+        for k, (t0, t1) in enumerate(ws.chunks):
+            if l > 0:
+                front.wait(l - 1, k)  # the layer below has finished steps t0..t1-1
+            _inputs(ws, inputs[l], ws.Wxp, ws.bp, t0, t1)
+            _steps_forward(ws.forward_views[t0:t1], ws.Whp_blocks, ws.tmp)
+            front.mark(l, k)
+        _transposes(ws, ws.Wx, ws.Wh)
+
+
+def backward_layers(ls, wss, inputs, front, input_grad: bool = True) -> None:
+    """Layers ``ls`` (top first) of a stack's backward: layer l's upstream gradient is layer l + 1's dxt,
+    chunk by chunk as ``front`` marks it; the top layer's is in its dY already.  The weight-gradient
+    products go to ``front.defer`` (whichever thread has time); gradients() sums them."""
+    top = len(wss) - 1
+    for l in ls:
+        ws, xt = wss[l], inputs[l]
+        B = ws.H.shape[1]
+        for k in reversed(range(len(ws.chunks))):
+            t0, t1 = ws.chunks[k]
+            if l < top:
+                front.wait(l + 1, k)  # the layer above has its dx for steps t0..t1-1
+                np.copyto(ws.dY[t0:t1].reshape((t1 - t0) * B, -1), wss[l + 1].dxt[t0 * B : t1 * B])
+            _backward_chunk(ws, k)
+            if l > 0 or input_grad:
+                _input_products(ws, ws.WxT, t0, t1)
+            front.mark(l, k)
+            part = _part_done(ws, k)
+            if part:
+                front.defer(_weight_products, ws, xt, *part)
+
+
+def _layer_inputs(xt, wss) -> list:
+    """Each layer's input, time-major (T B, D_l): the stack's, then each layer's H[1:] as the next one's."""
+    T, B, _, Hd = wss[0].shape[:4]
+    return [xt] + [ws.H[1:].reshape(T * B, Hd) for ws in wss[:-1]]
+
+
+def stack_forward_tm(xt, T, states, weights, wss, peer=None):
     """Layers 0..L-1 (minilm.lstm.lstm_stack_forward), time-major: xt (T B, D) -> [(H, cache)] per layer.
 
     states[l] = (h0, c0), weights[l] = (Wx, Wh, b), wss[l] the layer's Workspace.  Layer l + 1 reads
-    layer l's H[1:] chunk by chunk, so with two threads the even layers run here and the odd ones on
-    the worker, each CHUNK steps behind the layer below (minilm.fast.threads.Wavefront): the two
-    recurrences, which cannot be split, run at the same time.  A single layer is lstm_forward_tm.
+    layer l's H[1:] chunk by chunk, so the even layers run here and the odd ones on the other core, each
+    CHUNK steps behind the layer below: the two recurrences, which cannot be split, run at the same time.
+    The other core is ``peer``, a second process (minilm.fast.procs.peer(): threads of one process take
+    turns at the interpreter lock for every NumPy call of their loops), or a thread without one
+    (minilm.fast.threads.Wavefront).  A single layer is lstm_forward_tm.
     """
     if len(weights) == 1:
         return [lstm_forward_tm(xt, T, *states[0], *weights[0], wss[0])]
     B, Hd = states[0][0].shape
-    inputs = [xt]
-    for l, ws in enumerate(wss):  # every Workspace ready before either thread reads another layer's arrays
-        ws.ready(T, B, inputs[l].shape[1], Hd, xt.dtype)
-        inputs.append(ws.H[1:].reshape(T * B, Hd))  # (T B, Hd) view: the next layer's input
-    wf = Wavefront(len(wss), len(wss[0].chunks))
-
-    def layers(ls):
-        for l in ls:
-            ws = wss[l]
-            _prepare_forward(ws, *states[l], *weights[l])
-            for k, (t0, t1) in enumerate(ws.chunks):
-                if l > 0:
-                    wf.wait(l - 1, k)  # the layer below has finished steps t0..t1-1
-                _inputs(ws, inputs[l], ws.Wxp, ws.bp, t0, t1)
-                _steps_forward(ws.forward_views[t0:t1], ws.Whp_blocks, ws.tmp)
-                wf.mark(l, k)
-            _transposes(ws, *weights[l][:2])
-
+    peer = peer if n_threads() == 2 else None
+    sizes = [xt.shape[1]] + [Hd] * (len(wss) - 1)
+    for ws, D in zip(wss, sizes, strict=True):  # every Workspace ready before either side reads another's arrays
+        ws.ready(T, B, D, Hd, xt.dtype, peer)
+    inputs = _layer_inputs(xt, wss)
+    for ws, (h0, c0), (Wx, Wh, b) in zip(wss, states, weights, strict=True):
+        _prepare_forward(ws, h0, c0, Wx, Wh, b)
+        np.copyto(ws.Wx, Wx), np.copyto(ws.Wh, Wh)
+    layers = list(range(len(wss)))
     with one_thread():
-        wf.run(layers, list(range(len(wss))))
-    return [(ws.H, (ws, inputs[l], *weights[l][:2])) for l, ws in enumerate(wss)]
+        if peer is not None:
+            peer.run("forward", [ws.key for ws in wss], layers[1::2], lambda front: forward_layers(
+                layers[0::2], wss, inputs, front))
+        else:
+            Wavefront(len(wss), len(wss[0].chunks)).run(lambda ls, front: forward_layers(ls, wss, inputs, front),
+                                                        layers)
+    return [(ws.H, (ws, inputs[l], ws.Wx, ws.Wh)) for l, ws in enumerate(wss)]
 
 
 def stack_backward_tm(dy, caches, input_grad: bool = True):
     """The backward of stack_forward_tm: dy (T, B, Hd) of the top layer -> [(dxt, dh0, dc0, dWx, dWh, db)] per layer.
 
     Layer l - 1's upstream gradient is layer l's dxt, so the layers run one chunk behind each other
-    from the top down, on two threads as in the forward.  ``input_grad=False``: no dx for layer 0 (its
+    from the top down, on the two cores as in the forward.  ``input_grad=False``: no dx for layer 0 (its
     dxt is None; see input_gradient_product).
     """
     if len(caches) == 1:
         return [lstm_backward_tm(dy, caches[0], input_grad=input_grad)]
     wss = [c[0] for c in caches]
-    T, B = wss[0].shape[:2]
-    wf = Wavefront(len(wss), len(wss[0].chunks))
-    top = len(wss) - 1
-    results = [None] * len(wss)
-
-    def layers(ls):
-        for l in ls:
-            ws, xt = wss[l], caches[l][1]
-            _prepare_backward(ws, None)
-            for k in reversed(range(len(ws.chunks))):
-                t0, t1 = ws.chunks[k]
-                if l == top:
-                    np.copyto(ws.dY[t0:t1], dy[t0:t1])
-                else:
-                    wf.wait(l + 1, k)  # the layer above has its dx for steps t0..t1-1
-                    np.copyto(ws.dY[t0:t1].reshape((t1 - t0) * B, -1), wss[l + 1].dxt[t0 * B : t1 * B])
-                _backward_chunk(ws, k)
-                if l > 0 or input_grad:
-                    _input_products(ws, ws.WxT, t0, t1)
-                wf.mark(l, k)
-                part = _part_done(ws, k)
-                if part:
-                    wf.defer(_weight_products, ws, xt, *part)  # by whichever thread has time
-
-    def gradients(lo, hi):
-        for l in range(lo, hi):
-            results[l] = (wss[l].dxt if l > 0 or input_grad else None, *_gradients(wss[l]))
-
+    for ws in wss:
+        _prepare_backward(ws, None)
+    np.copyto(wss[-1].dY, dy)
+    inputs = [c[1] for c in caches]
+    layers = list(range(len(wss) - 1, -1, -1))  # top first
+    generation = wss[0].shape[5]
     with one_thread():
-        wf.run(layers, list(range(top, -1, -1)))
-        run_halves(gradients, len(wss))  # the layers' sums of parts, half of them on each thread
-    return results
+        if generation is not None:  # the forward ran with the second process
+            peer = wss[0].peer
+            if not peer.alive():
+                raise RuntimeError("the LSTM's second process has restarted since this forward: run the forward again")
+            odd, even = [l for l in layers if l % 2], [l for l in layers if not l % 2]  # layer 0's input is here
+            peer.run("backward", [ws.key for ws in wss], odd, lambda front: (
+                backward_layers(even, wss, inputs, front, input_grad), front.run_deferred(),
+                [_gradients(wss[l]) for l in even]), input_grad)
+        else:
+            Wavefront(len(wss), len(wss[0].chunks)).run(
+                lambda ls, front: backward_layers(ls, wss, inputs, front, input_grad), layers)
+            run_halves(lambda lo, hi: [_gradients(ws) for ws in wss[lo:hi]], len(wss))  # half on each thread
+    return [_results(ws, l > 0 or input_grad) for l, ws in enumerate(wss)]
 
 
 def input_gradient_product(ws, left):

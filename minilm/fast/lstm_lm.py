@@ -30,9 +30,16 @@ import numpy as np
 
 from minilm.fast import kernels as K
 from minilm.fast import lstm as L
+from minilm.fast import procs
 from minilm.fast.flat import FlatModel, FlatParams
+from minilm.fast.threads import n_threads
 from minilm.lstm_lm import check_state, param_shapes, zero_state
 from minilm.validate import check_ids
+
+
+def _peer(cfg):
+    """The second process for two or more layers on two cores (minilm.fast.procs), or None."""
+    return procs.peer() if cfg.n_layer >= 2 and n_threads() == 2 else None
 
 
 def one_hot_first(V: int, rows: int, E: int, Hd: int) -> bool:
@@ -63,7 +70,7 @@ class FastLSTMLM(FlatModel):
         ids = idx.T.reshape(-1)  # (T B,), time-major
         x = np.take(P["embed"], ids, axis=0)  # (T B, E): e = embed[idx], time-major
         weights = [(P[f"lstm.{l}.Wx"], P[f"lstm.{l}.Wh"], P[f"lstm.{l}.b"]) for l in range(cfg.n_layer)]
-        layers = L.stack_forward_tm(x, T, state, weights, self._ws)  # [(H, cache)] per layer
+        layers = L.stack_forward_tm(x, T, state, weights, self._ws, _peer(cfg))  # [(H, cache)] per layer
         caches = [cache for _, cache in layers]
         final = [(H[T].copy(), ws.C[T].copy()) for (H, _), ws in zip(layers, self._ws, strict=True)]  # (h_T, c_T)
         x = layers[-1][0][1:].reshape(T * B, cfg.n_hidden)  # (T B, Hd) view: the top layer's outputs
@@ -101,7 +108,7 @@ class FastLSTMLM(FlatModel):
             self._eval_ws = [L.Workspace() for _ in range(cfg.n_layer)]
         x = np.take(P["embed"], idx.T.reshape(-1), axis=0)  # (T B, E), time-major
         weights = [(P[f"lstm.{l}.Wx"], P[f"lstm.{l}.Wh"], P[f"lstm.{l}.b"]) for l in range(cfg.n_layer)]
-        layers = L.stack_forward_tm(x, T, state, weights, self._eval_ws)
+        layers = L.stack_forward_tm(x, T, state, weights, self._eval_ws, _peer(cfg))
         final = [(H[T].copy(), ws.C[T].copy()) for (H, _), ws in zip(layers, self._eval_ws, strict=True)]
         top = layers[-1][0][1:]  # (T, B, Hd)
         logits = top.reshape(T * B, -1) @ P["W_out"]  # (T B, Hd) x (Hd, V) -> (T B, V)

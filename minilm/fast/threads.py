@@ -164,8 +164,8 @@ class Wavefront:
     """Stages that run one chunk behind each other on two threads (minilm.fast.lstm: a stack of LSTM
     layers, layer l + 1 working on steps t0..t1 once layer l has finished them).
 
-    ``run(fn, stages)`` calls ``fn(stages[0::2])`` on this thread and ``fn(stages[1::2])`` on the
-    worker at the same time (with one thread, ``fn(stages)`` here); ``stages`` lists them in the order
+    ``run(fn, stages)`` calls ``fn(stages[0::2], self)`` on this thread and ``fn(stages[1::2], self)`` on
+    the worker at the same time (with one thread, ``fn(stages, self)`` here); ``stages`` lists them in the order
     of their dependencies and ``fn`` runs its stages in that order.  Inside, a stage calls
     ``mark(stage, chunk)`` when a chunk's output is ready and ``wait(stage, chunk)`` before it reads
     another stage's.  An exception on either thread wakes the other and is raised here.
@@ -214,7 +214,7 @@ class Wavefront:
 
     def _guarded(self, fn, arg) -> None:
         try:
-            fn(arg)
+            fn(arg, self)
             self._run_deferred()
         except Wavefront.Aborted:
             pass
@@ -224,7 +224,7 @@ class Wavefront:
 
     def run(self, fn, stages) -> None:
         if n_threads() == 1 or len(stages) < 2:
-            fn(list(stages))
+            fn(list(stages), self)
             self._run_deferred()
             return
         job = _worker().submit(self._guarded, fn, stages[1::2])

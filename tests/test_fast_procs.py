@@ -1,0 +1,131 @@
+"""The stacked LSTM's second process (minilm.fast.procs): errors on either side, a peer that dies, a
+Workspace kept across a restart.  Agreement with the plain model: tests/test_fast.py (``processes``)."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import numpy as np
+import pytest
+
+from minilm import lstm_lm
+from minilm.fast import lstm as fast_lstm
+from minilm.fast import procs
+from minilm.fast.lstm_lm import FastLSTMLM
+
+TOL = 1e-10
+
+
+@pytest.fixture
+def two_processes(monkeypatch):
+    monkeypatch.setenv("MINILM_THREADS", "2")
+    monkeypatch.setenv("MINILM_PROCESSES", "1")
+    if procs.peer() is None:
+        pytest.skip("no second process on this machine")
+
+
+def case(n_layer=2, T=21):
+    r = np.random.default_rng(5)
+    cfg = lstm_lm.LSTMConfig(vocab_size=9, n_embd=4, n_hidden=5, n_layer=n_layer)
+    p = {k: v + 0.1 * r.standard_normal(v.shape) for k, v in lstm_lm.init_params(cfg, r, np.float64).items()}
+    x, y = r.integers(0, 9, (2, 3, T))
+    return cfg, p, x, y
+
+
+def agrees(model, cfg, p, x, y) -> bool:
+    loss, grads, _ = lstm_lm.loss_grads_and_state(p, cfg, x, y)
+    fl, fg, _ = model.loss_grads_and_state(x, y)
+    scale = max(float(np.abs(g).max()) for g in grads.values())
+    return abs(fl - loss) <= TOL * loss and max(float(np.abs(grads[k] - fg[k]).max()) for k in grads) <= TOL * scale
+
+
+def test_an_error_in_the_peer_is_raised_here(two_processes):
+    with pytest.raises(ValueError, match="unknown command"):
+        procs.peer().call("no such command")
+    assert procs.peer().call("ping") > 0  # the peer answers the next command
+
+
+@pytest.mark.parametrize("where", ["forward", "backward"])
+def test_the_peer_out_of_step_is_raised_here_and_the_next_call_works(two_processes, monkeypatch, where):
+    """This side marks the wrong chunk: the peer's layer stops with an error, which is raised here; the
+    peer is replaced and the model's next call gives the plain model's numbers."""
+    cfg, p, x, y = case(n_layer=2 if where == "forward" else 3)  # backward: layer 2 here marks for layer 1 there
+    model = FastLSTMLM(cfg, p, np.float64)
+    assert agrees(model, cfg, p, x, y)
+    before = procs.peer().generation
+    orig = procs.Front.mark
+    direction = 1 if where == "forward" else -1
+
+    def wrong(self, layer, chunk):
+        orig(self, layer, chunk + 1 if self.direction == direction else chunk)
+
+    with monkeypatch.context() as m:
+        m.setattr(procs.Front, "mark", wrong)
+        with pytest.raises(procs.PeerError, match="out of step"):
+            model.loss_grads_and_state(x, y)
+    assert agrees(model, cfg, p, x, y) and procs.peer().generation > before
+
+
+@pytest.mark.parametrize("where", ["forward", "backward"])
+def test_an_error_here_stops_the_peer(two_processes, monkeypatch, where):
+    """An exception in this side's layer (layer 0) is raised once the peer, waiting for that layer's
+    chunks, has been stopped; the next call works."""
+    cfg, p, x, y = case()
+    model = FastLSTMLM(cfg, p, np.float64)
+    name = "_steps_forward" if where == "forward" else "_steps_backward"
+    orig, calls = getattr(fast_lstm, name), []
+
+    def failing(*a):
+        calls.append(1)
+        if len(calls) == 2:
+            raise FloatingPointError("planted here")
+        return orig(*a)
+
+    with monkeypatch.context() as m:
+        m.setattr(fast_lstm, name, failing)
+        with pytest.raises(FloatingPointError, match="planted here"):
+            model.loss_grads_and_state(x, y)
+    assert agrees(model, cfg, p, x, y)
+
+
+def test_a_peer_that_dies_is_reported_and_replaced(two_processes, monkeypatch):
+    cfg, p, x, y = case()
+    model = FastLSTMLM(cfg, p, np.float64)
+    assert agrees(model, cfg, p, x, y)
+    pid = procs.peer().proc.pid
+    orig, calls = fast_lstm._steps_forward, []
+
+    def killing(*a):
+        calls.append(1)
+        if len(calls) == 1:
+            os.kill(pid, signal.SIGKILL)
+        return orig(*a)
+
+    with monkeypatch.context() as m:
+        m.setattr(fast_lstm, "_steps_forward", killing)
+        with pytest.raises(procs.PeerError):
+            model.loss_grads_and_state(x, y)
+    assert agrees(model, cfg, p, x, y) and procs.peer().proc.pid != pid
+
+
+def test_a_backward_after_a_restart_asks_for_the_forward_again(two_processes):
+    """A forward's Workspaces shared with a peer that has since been replaced: its backward refuses."""
+    cfg, p, x, y = case()
+    model = FastLSTMLM(cfg, p, np.float64)
+    xt = np.take(model.params["embed"], x.T.reshape(-1), axis=0)
+    weights = [(model.params[f"lstm.{l}.Wx"], model.params[f"lstm.{l}.Wh"], model.params[f"lstm.{l}.b"])
+               for l in range(2)]
+    zero = np.zeros((3, 5))
+    layers = fast_lstm.stack_forward_tm(xt, x.shape[1], [(zero, zero)] * 2, weights, model._ws, procs.peer())
+    procs._reset(procs.peer(), RuntimeError("restart"), stopped=True)
+    with pytest.raises(RuntimeError, match="run the forward again"):
+        fast_lstm.stack_backward_tm(np.ones((x.shape[1], 3, 5)), [c for _, c in layers])
+    assert agrees(model, cfg, p, x, y)
+
+
+def test_shared_buffers_leave_no_file_behind(two_processes, tmp_path):
+    before = set(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else set()
+    key, buffer = procs.peer().share(4096)
+    after = set(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else set()
+    assert len(buffer) == 4096 and not {f for f in after - before if f.startswith("minilm-")}
