@@ -129,3 +129,51 @@ def test_shared_buffers_leave_no_file_behind(two_processes, tmp_path):
     key, buffer = procs.peer().share(4096)
     after = set(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else set()
     assert len(buffer) == 4096 and not {f for f in after - before if f.startswith("minilm-")}
+
+
+@pytest.mark.parametrize("B", [5, 34])
+def test_one_layer_split_over_two_processes_matches_plain(two_processes, monkeypatch, B):
+    """lstm_forward / lstm_backward with the batch's second half in the peer (an odd batch: 2 + 3 rows with
+    SPLIT_ROWS lowered to 2; 34 rows at the default): the plain LSTM's outputs, final state and every
+    gradient, with a carried state's gradient too, twice with the same Workspace."""
+    from minilm import lstm
+
+    if B < 2 * fast_lstm.SPLIT_ROWS:
+        monkeypatch.setattr(fast_lstm, "SPLIT_ROWS", 2)
+    r = np.random.default_rng(2)
+    T, D, Hd = 11, 6, 8
+    Wx, Wh, b = lstm.lstm_init(r, D, Hd, np.float64)
+    b = b + r.standard_normal(4 * Hd)
+    x = r.standard_normal((B, T, D))
+    h0, c0 = r.standard_normal((2, B, Hd))
+    dhs = r.standard_normal((B, T, Hd))
+    dstate = tuple(r.standard_normal((2, B, Hd)))
+    hs, (h, c), cache = lstm.lstm_forward(x, h0, c0, Wx, Wh, b)
+    grads = lstm.lstm_backward(dhs, cache, dstate)
+    ws = fast_lstm.Workspace()
+    for _ in range(2):
+        fhs, (fh, fc), fcache = fast_lstm.lstm_forward(x, h0, c0, Wx, Wh, b, ws, procs.peer())
+        assert isinstance(fcache, fast_lstm._Split)
+        assert max(float(np.abs(a - f).max()) for a, f in ((hs, fhs), (h, fh), (c, fc))) <= TOL
+        fgrads = fast_lstm.lstm_backward(dhs, fcache, dstate)
+        assert all(float(np.abs(g - f).max()) <= TOL * float(np.abs(g).max()) for g, f in zip(grads, fgrads,
+                                                                                                   strict=True))
+
+
+def test_one_layer_split_lost_half_is_caught(two_processes, monkeypatch):
+    """A backward whose peer half never runs (its gradients left at zero): dW_h is caught far off."""
+    from minilm import lstm
+
+    monkeypatch.setattr(fast_lstm, "SPLIT_ROWS", 2)
+    r = np.random.default_rng(4)
+    Wx, Wh, b = lstm.lstm_init(r, 3, 4, np.float64)
+    x, dhs = r.standard_normal((6, 5, 3)), r.standard_normal((6, 5, 4))
+    h0 = np.zeros((6, 4))
+    _, _, cache = lstm.lstm_forward(x, h0, h0, Wx, Wh, b)
+    dWh = lstm.lstm_backward(dhs, cache)[4]
+    _, _, fcache = fast_lstm.lstm_forward(x, h0, h0, Wx, Wh, b, fast_lstm.Workspace(), procs.peer())
+    for a in (fcache.theirs.gWx, fcache.theirs.gWh, fcache.theirs.gb):
+        a[...] = 0
+    monkeypatch.setattr(procs.Peer, "run", lambda self, op, keys, layers, here, *args: here(None))
+    fdWh = fast_lstm.lstm_backward(dhs, fcache)[4]
+    assert float(np.abs(fdWh - dWh).max()) > 1e-4 * float(np.abs(dWh).max())

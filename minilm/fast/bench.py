@@ -155,11 +155,13 @@ def lstm_step(kind: str, keep_workspace: bool = True):
         return step, B * T
     if kind == "fast":
         from minilm.fast import lstm as fast_lstm
+        from minilm.fast import procs
 
         ws = fast_lstm.Workspace()  # the layer's arrays, kept from call to call as a model keeps them
+        peer = procs.peer()  # half of the batch in a second process (None: two threads here)
 
         def step():
-            _, _, cache = fast_lstm.lstm_forward(x, h0, h0, Wx, Wh, b, ws if keep_workspace else None)
+            _, _, cache = fast_lstm.lstm_forward(x, h0, h0, Wx, Wh, b, ws if keep_workspace else None, peer)
             fast_lstm.lstm_backward(dout, cache)
 
         return step, B * T

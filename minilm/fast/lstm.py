@@ -39,6 +39,12 @@ recurrence and are twice the loop's arithmetic.  So:
   arrays on every call cost thousands of page faults (``bench --profile``
   counts them).  A model keeps one Workspace per layer (minilm.fast.lstm_lm);
   ``lstm_forward`` without one makes a new one per call.
+* one layer with a second process (``lstm_forward(..., peer)``, from 2 SPLIT_ROWS
+  rows): the rows of a batch are independent, so the second half of the
+  batch runs the whole layer in the peer's process over a shared Workspace,
+  each process on one core, and only the outputs and the weights' gradients
+  are put together at the end.  (Two threads could not share the loops: see
+  the next point.)
 * a stack of layers (``stack_forward_tm``, ``stack_backward_tm``) runs as a
   wavefront: layer l + 1 works on a chunk on the other core as soon as
   layer l has finished it, so two recurrences run at the same time, each
@@ -105,11 +111,15 @@ class Workspace:
     def __init__(self):
         self.shape = None
 
-    def ready(self, T: int, B: int, D: int, Hd: int, dtype, peer=None) -> Workspace:
-        shape = (T, B, D, Hd, np.dtype(dtype), peer and peer.generation)
+    def ready(self, T: int, B: int, D: int, Hd: int, dtype, peer=None, with_input: bool = False) -> Workspace:
+        shape = (T, B, D, Hd, np.dtype(dtype), peer and peer.generation, with_input)
         if shape == self.shape:
             return self
-        layout = (CHUNK, WEIGHT_ROWS, blas.SMALL_PRODUCT)  # what else decides the arrays
+        if self.shape is not None and self.shape[5] == "attached":  # the peer's side: the shared arrays only
+            if shape[:5] != self.shape[:5]:
+                raise ValueError(f"a shared LSTM Workspace of shape {self.shape[:5]} asked for {shape[:5]}")
+            return self
+        layout = (CHUNK, WEIGHT_ROWS, blas.SMALL_PRODUCT, with_input)  # what else decides the arrays
         if peer is None:
             self._allocate(T, B, D, Hd, dtype, lambda *s: np.empty(s, dtype), layout)
         else:
@@ -127,11 +137,11 @@ class Workspace:
         """The peer's side of ready(..., peer): the same arrays over the shared ``buffer``."""
         self.buffer = buffer
         self._allocate(T, B, D, Hd, dtype, _carve(buffer, dtype), layout)
-        self.shape = (T, B, D, Hd, np.dtype(dtype), None)
+        self.shape = (T, B, D, Hd, np.dtype(dtype), "attached", layout[3])
         return self
 
     def _allocate(self, T: int, B: int, D: int, Hd: int, dtype, e, layout) -> None:
-        chunk, weight_rows, small = layout
+        chunk, weight_rows, small, with_input = layout
         self.chunks = [(t0, min(t0 + chunk, T)) for t0 in range(0, T, chunk)]
         self.A, self.Z, self.Dg = e(T, B, 4 * Hd), e(T, B, 4 * Hd), e(T, B, 4 * Hd)
         self.H, self.C, self.TC, self.DTC, self.dY = e(T + 1, B, Hd), e(T + 1, B, Hd), e(T, B, Hd), e(T, B, Hd), \
@@ -159,6 +169,7 @@ class Workspace:
         self.dS_blocks = g(self.dS)  # di, df, do, dg
         self.gWx, self.gWh, self.gb, self.Wx, self.Wh = e(D, 4 * Hd), e(Hd, 4 * Hd), e(4 * Hd), e(D, 4 * Hd), \
             e(Hd, 4 * Hd)
+        self.b, self.X = e(4 * Hd), (e(T * B, D) if with_input else None)  # a half batch's b and input, time-major
 
 
 def _aligned(nbytes: int) -> int:
@@ -241,16 +252,17 @@ def _prepare_forward(ws, h0, c0, Wx, Wh, b) -> None:
     ws.H[0], ws.C[0] = h0, c0
 
 
-def lstm_forward_tm(xt, T, h0, c0, Wx, Wh, b, ws: Workspace | None = None):
+def lstm_forward_tm(xt, T, h0, c0, Wx, Wh, b, ws: Workspace | None = None, inline: bool = False):
     """lstm_forward on time-major input: xt (T B, D), row t B + n = x[n, t] -> H (T+1, B, Hd), cache.
 
     H[0] = h0 and H[t+1] = h_t; a stack of layers (stack_forward_tm) feeds H[1:] to the next layer as is.
     H and the cache live in ``ws``: the next call with the same Workspace overwrites them.
+    ``inline``: everything on this thread (each of two processes has half of the batch, see lstm_forward).
     """
     B, Hd = h0.shape
     ws = (ws or Workspace()).ready(T, B, xt.shape[1], Hd, xt.dtype)
     _prepare_forward(ws, h0, c0, Wx, Wh, b)
-    with one_thread(), Background() as bg:
+    with one_thread(), Background(inline) as bg:
         ahead = [bg.submit(_inputs, ws, xt, ws.Wxp, ws.bp, t0, t1) for t0, t1 in ws.chunks]
         bg.submit(_transposes, ws, Wx, Wh)  # for the backward, while the worker has time
         for (t0, t1), job in zip(ws.chunks, ahead, strict=True):
@@ -259,9 +271,15 @@ def lstm_forward_tm(xt, T, h0, c0, Wx, Wh, b, ws: Workspace | None = None):
     return ws.H, (ws, xt, Wx, Wh)
 
 
-def lstm_forward(x, h0, c0, Wx, Wh, b, ws: Workspace | None = None):
-    """minilm.lstm.lstm_forward: x (B, T, D), h0, c0 (B, Hd) -> hs (B, T, Hd), (h_T, c_T), cache."""
+def lstm_forward(x, h0, c0, Wx, Wh, b, ws: Workspace | None = None, peer=None):
+    """minilm.lstm.lstm_forward: x (B, T, D), h0, c0 (B, Hd) -> hs (B, T, Hd), (h_T, c_T), cache.
+
+    With a ``peer`` (minilm.fast.procs.peer()) on two cores and a batch of at least 2 SPLIT_ROWS rows,
+    the second half of the batch runs in the peer's process (_split_forward); else on two threads here.
+    """
     B, T, D = x.shape
+    if peer is not None and n_threads() == 2 and B >= 2 * SPLIT_ROWS:
+        return _split_forward(peer, x, h0, c0, Wx, Wh, b, ws or Workspace())
     xt = x.transpose(1, 0, 2).reshape(T * B, D)  # (T B, D) copy, time-major
     H, cache = lstm_forward_tm(xt, T, h0, c0, Wx, Wh, b, ws)
     hs = H[1:].transpose(1, 0, 2)  # (B, T, Hd) view
@@ -346,7 +364,7 @@ def _results(ws, input_grad: bool = True):
     return (ws.dxt if input_grad else None, ws.dh.copy(), ws.dc.copy(), ws.gWx.copy(), ws.gWh.copy(), ws.gb.copy())
 
 
-def lstm_backward_tm(dy, cache, dstate=None, input_grad: bool = True):
+def lstm_backward_tm(dy, cache, dstate=None, input_grad: bool = True, inline: bool = False):
     """lstm_backward on time-major gradients: dy (T, B, Hd) -> dxt (T B, D), dh0, dc0, dWx, dWh, db.
 
     dxt lives in the forward's Workspace (the next call overwrites it); the rest are new arrays.
@@ -355,7 +373,7 @@ def lstm_backward_tm(dy, cache, dstate=None, input_grad: bool = True):
     ws, xt, _, _ = cache
     np.copyto(ws.dY, dy)  # (T, B, Hd), time-major and contiguous
     _prepare_backward(ws, dstate)
-    with one_thread(), Background() as bg:
+    with one_thread(), Background(inline) as bg:
         for k in reversed(range(len(ws.chunks))):
             _backward_chunk(ws, k)
             t0, t1 = ws.chunks[k]
@@ -370,10 +388,73 @@ def lstm_backward_tm(dy, cache, dstate=None, input_grad: bool = True):
 
 def lstm_backward(dhs, cache, dstate=None):
     """minilm.lstm.lstm_backward: dhs (B, T, Hd) -> dx (B, T, D), dh0, dc0, dWx, dWh, db."""
+    if isinstance(cache, _Split):
+        return _split_backward(dhs, cache, dstate)
     T, B = cache[0].shape[:2]
     dxt, dh, dc, dWx, dWh, db = lstm_backward_tm(dhs.transpose(1, 0, 2), cache, dstate)
     dx = dxt.reshape(T, B, -1).transpose(1, 0, 2)  # (B, T, D) view
     return dx, dh, dc, dWx, dWh, db
+
+
+# ---- one layer, the batch in two halves: two processes -------------------------------------------
+
+SPLIT_ROWS = 16  # lstm_forward with a peer splits a batch of at least twice this many rows
+
+
+class _Split:
+    """The cache of a forward split over two processes: this half's Workspace and cache, the peer's
+    Workspace (shared), the peer, and h, the rows here (0..h-1; the peer has h..B-1)."""
+
+    def __init__(self, mine, theirs, cache, peer, h):
+        self.mine, self.theirs, self.cache, self.peer, self.h = mine, theirs, cache, peer, h
+
+
+def _split_forward(peer, x, h0, c0, Wx, Wh, b, ws):
+    """lstm_forward with rows h.. of the batch in the peer's process: the rows of a batch are independent,
+    so each process runs the whole layer on its half (its loops and its products, on one core each),
+    and nothing passes between them until the end.  Two threads of one process could not do this:
+    their loops would wait for each other at the interpreter lock (minilm.fast.procs)."""
+    B, T, D = x.shape
+    Hd, h = h0.shape[1], B // 2
+    if not hasattr(ws, "halves"):
+        ws.halves = (Workspace(), Workspace())
+    mine, theirs = ws.halves
+    theirs.ready(T, B - h, D, Hd, x.dtype, peer, with_input=True)
+    np.copyto(theirs.X.reshape(T, B - h, D), x[h:].transpose(1, 0, 2))  # the peer's input, time-major
+    for dst, src in ((theirs.Wx, Wx), (theirs.Wh, Wh), (theirs.b, b), (theirs.H[0], h0[h:]), (theirs.C[0], c0[h:])):
+        np.copyto(dst, src)
+    xt = x[:h].transpose(1, 0, 2).reshape(T * h, D)  # (T h, D) copy, time-major
+    out = []
+    peer.run("half_forward", [theirs.key], [], lambda front: out.append(
+        lstm_forward_tm(xt, T, h0[:h], c0[:h], Wx, Wh, b, mine, inline=True)))
+    H, cache = out[0]
+    hs = np.empty((B, T, Hd), x.dtype)
+    hs[:h], hs[h:] = H[1:].transpose(1, 0, 2), theirs.H[1:].transpose(1, 0, 2)
+    final = (np.concatenate([H[T], theirs.H[T]]), np.concatenate([mine.C[T], theirs.C[T]]))
+    return hs, final, _Split(mine, theirs, cache, peer, h)
+
+
+def _split_backward(dhs, split, dstate):
+    """lstm_backward of _split_forward: each process its half; the weights' gradients are the sum."""
+    theirs, peer, h = split.theirs, split.peer, split.h
+    if not peer.alive():
+        raise RuntimeError("the LSTM's second process has restarted since this forward: run the forward again")
+    B, T, Hd = dhs.shape
+    np.copyto(theirs.dY, dhs[h:].transpose(1, 0, 2))
+    if dstate is not None:
+        np.copyto(theirs.dh, dstate[0][h:]), np.copyto(theirs.dc, dstate[1][h:])
+    out = []
+    peer.run("half_backward", [theirs.key], [], lambda front: out.append(lstm_backward_tm(
+        dhs[:h].transpose(1, 0, 2), split.cache, None if dstate is None else (dstate[0][:h], dstate[1][:h]),
+        inline=True)), dstate is not None)
+    dxt, dh, dc, dWx, dWh, db = out[0]
+    D = dxt.shape[1]
+    dx = np.empty((B, T, D), dxt.dtype)
+    dx[:h], dx[h:] = dxt.reshape(T, h, D).transpose(1, 0, 2), theirs.dxt.reshape(T, B - h, D).transpose(1, 0, 2)
+    dWx += theirs.gWx
+    dWh += theirs.gWh
+    db += theirs.gb
+    return dx, np.concatenate([dh, theirs.dh]), np.concatenate([dc, theirs.dc]), dWx, dWh, db
 
 
 # ---- a stack of layers: the wavefront ---------------------------------------------------------

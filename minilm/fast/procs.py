@@ -291,6 +291,17 @@ def serve(cmd_fd: int, reply_fd: int, marks_in: int, marks_out: int) -> None:
                 key, (T, B, D, Hd, dtype), layout = args
                 workspaces[key] = L.Workspace().attach(buffers.pop(key), T, B, D, Hd, np.dtype(dtype), layout)
                 result = None
+            elif op == "half_forward":  # minilm.fast.lstm._split_forward: this process's half of the batch
+                ws = workspaces[args[0][0]]
+                T = ws.shape[0]
+                with one_thread():
+                    L.lstm_forward_tm(ws.X, T, ws.H[0], ws.C[0], ws.Wx, ws.Wh, ws.b, ws)
+                result = None
+            elif op == "half_backward":
+                ws, with_state = workspaces[args[0][0]], args[2]
+                with one_thread():
+                    L.lstm_backward_tm(ws.dY, (ws, ws.X, ws.Wx, ws.Wh), (ws.dh, ws.dc) if with_state else None)
+                result = None
             elif op in ("forward", "backward"):
                 keys, layers, *extra = args
                 wss = [workspaces[k] for k in keys]

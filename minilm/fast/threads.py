@@ -119,14 +119,15 @@ class Background:
     (MINILM_THREADS=1 or one core) every job runs at once, inside ``submit``.
     """
 
-    def __init__(self):
+    def __init__(self, inline: bool = False):
         self._jobs = []  # [future, fn, args, ran here]
+        self._inline = inline  # every job at once, here (the process has a half of the work of its own)
 
     def __enter__(self):
         return self
 
     def submit(self, fn, *args):
-        if n_threads() == 1:
+        if self._inline or n_threads() == 1:
             fn(*args)
             return None
         job = [_worker().submit(fn, *args), fn, args, False]
