@@ -57,11 +57,18 @@ def rng_for(cfg, seed=1):
     return np.random.default_rng(seed) if cfg.dropout else None
 
 
-@pytest.mark.parametrize("threads", ["1", "2"])
+def use(monkeypatch, threads: str) -> None:
+    """One thread; two threads of one process; or two processes (the batch in halves, without dropout)."""
+    monkeypatch.setenv("MINILM_THREADS", "1" if threads == "1" else "2")
+    monkeypatch.setenv("MINILM_PROCESSES", "1" if threads == "processes" else "0")
+
+
+@pytest.mark.parametrize("threads", ["1", "2", "processes"])
 @pytest.mark.parametrize("kind", GPT_CONFIGS)
 def test_transformer_loss_and_grads_match_plain(kind, threads, monkeypatch):
-    """With two threads the weight gradients' products run on the worker, behind the chain; with one, in it."""
-    monkeypatch.setenv("MINILM_THREADS", threads)
+    """With two threads the weight gradients' products run on the worker, behind the chain; with one, in it;
+    with two processes each runs half of the batch (a model with dropout stays in one process)."""
+    use(monkeypatch, threads)
     cfg, p, x, y = gpt(kind)
     fast = FastTransformer(cfg, p, np.float64)
     for seed in range(2):  # the second call reuses every buffer (and, with dropout, draws other masks)
@@ -70,10 +77,16 @@ def test_transformer_loss_and_grads_match_plain(kind, threads, monkeypatch):
         assert set(fg) == set(grads)
         assert abs(fl - loss) <= TOL * abs(loss)
         assert grad_error(grads, fg) <= TOL
+    if cfg.causal and not cfg.dropout:
+        assert (fast._split is not None) == (threads == "processes")
 
 
-def test_transformer_fast_gradcheck():
-    """The fast path's own gradients against finite differences (a few entries of every parameter)."""
+def test_transformer_fast_gradcheck(monkeypatch):
+    """The fast path's own gradients against finite differences (a few entries of every parameter), in one
+    process: split over two (tests/test_fast_procs.py checks that against the plain model), the loss is
+    the sum of two rounded halves, and a centred difference of attn.b_k's gradient, zero in exact
+    arithmetic, shows that rounding (about 2e-11) above the 1e-8 floor of the relative error."""
+    monkeypatch.setenv("MINILM_PROCESSES", "0")
     cfg, p, x, y = gpt("nanogpt")
     fast = FastTransformer(cfg, p, np.float64)
 
@@ -147,11 +160,11 @@ def test_transformer_float32_as_accurate_as_plain():
     assert fast_err <= 4 * plain_err
 
 
-@pytest.mark.parametrize("threads", ["1", "2"])
+@pytest.mark.parametrize("threads", ["1", "2", "processes"])
 @pytest.mark.parametrize("kind", ["nanogpt", "the-text", "post-dropout", "masked-lm"])
 def test_transformer_training_steps_match_plain(kind, threads, monkeypatch):
-    monkeypatch.setenv("MINILM_THREADS", threads)
     """Three steps of clipping (which triggers) + AdamW with weight decay: the same parameters."""
+    use(monkeypatch, threads)
     cfg, p, x, y = gpt(kind)
     plain = {k: v.copy() for k, v in p.items()}
     state = optim.init_state(plain)
@@ -173,6 +186,7 @@ def test_threads_change_nothing(monkeypatch):
     """One thread or two (products split by rows, blocks between the threads, weight gradients on the
     worker): bit for bit the same gradients."""
     cfg, p, x, y = gpt("nanogpt", np.float32)
+    monkeypatch.setenv("MINILM_PROCESSES", "0")  # threads only (two processes sum two halves: not bit for bit)
     monkeypatch.setattr(threads, "BLOCK", 64)  # tiny blocks, so the small test arrays are split too
     _, g2 = FastTransformer(cfg, p, np.float32).loss_and_grads(x, y)
     monkeypatch.setenv("MINILM_THREADS", "1")

@@ -178,3 +178,48 @@ def test_one_layer_split_lost_half_is_caught(two_processes, monkeypatch):
     monkeypatch.setattr(procs.Peer, "run", lambda self, op, keys, layers, here, *args: here(None))
     fdWh = fast_lstm.lstm_backward(dhs, fcache)[4]
     assert float(np.abs(fdWh - dWh).max()) > 1e-4 * float(np.abs(dWh).max())
+
+
+def transformer_case(B=4):
+    from minilm import transformer as tr
+
+    cfg = tr.TransformerConfig(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=8, norm="pre", ffn="gelu",
+                               pos="learned", tie_weights=True)
+    r = np.random.default_rng(9)
+    p = {k: v + (0.3 * r.standard_normal(v.shape) if v.ndim == 1 else 0) for k, v in
+         tr.init_params(cfg, r, np.float64).items()}
+    x, y = r.integers(0, 11, (2, B, 7))
+    return tr, cfg, p, x, y
+
+
+def test_transformer_split_lost_half_is_caught(two_processes, monkeypatch):
+    """The Transformer's step over two processes with the peer's half never run (its gradients left at
+    zero): caught far off the plain gradients."""
+    from minilm.fast.gpt import FastTransformer
+
+    tr, cfg, p, x, y = transformer_case()
+    _, grads = tr.loss_and_grads(p, cfg, x, y)
+    fast = FastTransformer(cfg, p, np.float64)
+    fast.loss_and_grads(x, y)
+    assert fast._split is not None
+    fast._split["g"][...] = 0
+    monkeypatch.setattr(procs.Peer, "run", lambda self, op, keys, layers, here, *args: here(None))
+    _, fg = fast.loss_and_grads(x, y)
+    scale = max(float(np.abs(g).max()) for g in grads.values())
+    assert max(float(np.abs(grads[k] - fg[k]).max()) for k in grads) > 1e-4 * scale
+
+
+def test_transformer_half_without_targets_stays_in_one_process(two_processes):
+    """A masked-LM batch whose second half has no chosen position: one process (each half's loss is a mean
+    over its own targets), still the plain model's numbers."""
+    from minilm.fast.gpt import FastTransformer
+
+    tr, cfg, p, x, y = transformer_case()
+    y = y.copy()
+    y[2:] = tr.IGNORE_INDEX
+    loss, grads = tr.loss_and_grads(p, cfg, x, y)
+    fast = FastTransformer(cfg, p, np.float64)
+    fl, fg = fast.loss_and_grads(x, y)
+    scale = max(float(np.abs(g).max()) for g in grads.values())
+    assert fast._split is None and abs(fl - loss) <= TOL * loss
+    assert max(float(np.abs(grads[k] - fg[k]).max()) for k in grads) <= TOL * scale

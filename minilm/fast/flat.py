@@ -39,7 +39,7 @@ class FlatParams:
     ``params``/``grads``/``m``/``v`` are the dicts of views the rest of the package reads.
     """
 
-    def __init__(self, entries, aliases=None, dtype=np.float32):
+    def __init__(self, entries, aliases=None, dtype=np.float32, buffers=None):
         self.dtype = np.dtype(dtype)
         ordered = [e for e in entries if e[2]] + [e for e in entries if not e[2]]  # decayed first
         self.offsets, off = {}, 0
@@ -52,6 +52,8 @@ class FlatParams:
         self.n_decay = getattr(self, "n_decay", 0)
         self.size = off
         self.p, self.g, self.m, self.v = (np.zeros(off, self.dtype) for _ in range(4))
+        if buffers is not None:  # parameters and gradients in given memory (minilm.fast.peer: shared)
+            self.p, self.g = (np.ndarray(off, self.dtype, buffer=b) for b in buffers)
         self.t = 0
         self.aliases = dict(aliases or {})
         self.raw = {k: self.view(self.p, k) for k in self.offsets}  # the stored arrays, by storage name

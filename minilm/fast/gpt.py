@@ -46,7 +46,7 @@ import numpy as np
 from minilm.fast import kernels as K
 from minilm.fast.blas import one_thread
 from minilm.fast.flat import FlatModel, FlatParams
-from minilm.fast.threads import Background, n_threads, run_rows
+from minilm.fast.threads import Background, alone, n_threads, run_rows
 from minilm.positional import sinusoidal_table
 from minilm.transformer import IGNORE_INDEX
 from minilm.validate import check_ids
@@ -106,13 +106,14 @@ class FastTransformer(FlatModel):
     convert AdamW's moments to and from minilm.optim's state dict.
     """
 
-    def __init__(self, cfg, params: dict | None = None, dtype=np.float32):
+    def __init__(self, cfg, params: dict | None = None, dtype=np.float32, buffers=None):
         if not supports(cfg):
             raise ValueError("FastTransformer needs a feed-forward (relu or gelu) in every block and, pre-LN, "
                              "the final LayerNorm; use minilm.transformer for this one")
         self.cfg = cfg
         self._ws_shape, self._ws = None, None
-        self._init_flat(FlatParams(*layout(cfg), dtype=dtype), params)
+        self._init_flat(FlatParams(*layout(cfg), dtype=dtype, buffers=buffers), params)
+        self._split = None  # the second process's replica (_split_forward_backward), made on first use
 
     # ---- buffers ----
 
@@ -155,10 +156,64 @@ class FastTransformer(FlatModel):
         """
         if self.cfg.dropout and rng is None:
             raise ValueError("dropout in training mode needs an explicit np.random.Generator (rng=...)")
+        peer = self._peer(idx, targets)
+        if peer is not None:
+            return self._split_forward_backward(peer, idx, targets)
         if n_threads() == 1:
             return self._forward_backward(idx, targets, rng, K.matmul)
         with one_thread() as split:
             return self._forward_backward(idx, targets, rng, K.matmul_split if split else K.matmul)
+
+    def _peer(self, idx, targets):
+        """The second process (minilm.fast.procs) when the step can be split over two processes: two cores,
+        no dropout (its masks are drawn for the whole batch), two rows or more, each half with a target."""
+        if self.cfg.dropout or n_threads() == 1 or np.ndim(idx) != 2 or len(idx) < 2:
+            return None
+        h = len(idx) // 2
+        counted = np.asarray(targets) != IGNORE_INDEX
+        if not counted[:h].any() or not counted[h:].any():
+            return None
+        from minilm.fast import procs
+
+        return procs.peer()
+
+    def _split_forward_backward(self, peer, idx, targets) -> float:
+        """forward_backward with rows h.. of the batch in the second process, rows ..h here, each on one core
+        with a replica of the model over the same parameters (copied to shared memory each step):
+        loss = (n1 loss1 + n2 loss2) / (n1 + n2) and likewise the gradients, n1, n2 the halves' counted
+        targets (the loss is a mean over them).  Two threads of one process gain far less: every NumPy
+        call of the elementwise passes waits at the interpreter lock (minilm.fast.threads)."""
+        idx, targets = self._check(idx, targets)
+        B, T = idx.shape
+        h = B // 2
+        split = self._split
+        if split is None or not split["peer"].alive() or split["shape"] != (B - h, T):
+            split = self._split = self._make_split(peer, B - h, T)
+        np.copyto(split["p"], self.flat.p)  # this step's parameters, for the replica
+        split["ids"][0], split["ids"][1] = idx[h:], targets[h:]
+        out = []
+        with alone(), one_thread():  # one core here, one there
+            peer.run("tf_half", [split["key"], B - h, T], [], lambda front: out.append(
+                self._forward_backward(idx[:h], targets[:h], None, K.matmul)))
+        n1, n2 = int((targets[:h] != IGNORE_INDEX).sum()), int((targets[h:] != IGNORE_INDEX).sum())
+        w1, w2 = n1 / (n1 + n2), n2 / (n1 + n2)
+        g, f = self.flat.g, self.dtype.type
+        g *= f(w1)
+        g += f(w2) * split["g"]  # (size,): the whole batch's gradient
+        return float(w1 * out[0] + w2 * split["loss"][0])
+
+    def _make_split(self, peer, Bh: int, T: int) -> dict:
+        """Shared parameter, gradient and id buffers and the peer's FastTransformer over them."""
+        size, dt = self.flat.size, self.dtype
+        (p_key, p_buf), (g_key, g_buf) = peer.share(size * dt.itemsize), peer.share(size * dt.itemsize)
+        io_key, io = peer.share(2 * Bh * T * 8 + 8)
+        key = p_key
+        peer.call("tf_model", key, self.cfg, dt.str, p_key, g_key, io_key)
+        ids = np.ndarray((2, Bh, T), np.int64, buffer=io)
+        return dict(peer=peer, shape=(Bh, T), key=key, p=np.ndarray(size, dt, buffer=p_buf),
+                    g=np.ndarray(size, dt, buffer=g_buf), ids=ids,
+                    loss=np.ndarray((1,), np.float64, buffer=io, offset=ids.nbytes),
+                    buffers=(p_buf, g_buf, io))
 
     def logits(self, idx: np.ndarray) -> np.ndarray:
         """minilm.transformer.forward(params, cfg, idx)[0] (evaluation: no dropout): (B, T) ids -> (B, T, V)."""

@@ -37,10 +37,7 @@ import struct
 import subprocess
 import sys
 import tempfile
-import traceback
 from collections import deque
-
-import numpy as np
 
 MARK = struct.Struct("<HH")  # (layer, chunk)
 ABORT = (65535, 65535)
@@ -153,7 +150,7 @@ class Peer:
         root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "MINILM_THREADS": "1",
                "PYTHONPATH": os.pathsep.join([root] + [p for p in [os.environ.get("PYTHONPATH")] if p])}
-        self.proc = subprocess.Popen([sys.executable, "-m", "minilm.fast.procs", str(to_peer_r), str(from_peer_w)],
+        self.proc = subprocess.Popen([sys.executable, "-m", "minilm.fast.peer", str(to_peer_r), str(from_peer_w)],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0,
                                      pass_fds=(to_peer_r, from_peer_w), env=env)
         os.close(to_peer_r), os.close(from_peer_w)
@@ -267,76 +264,3 @@ def peer() -> Peer | None:
 def _close() -> None:
     if _peer is not None:
         _peer.close()
-
-
-# ---- the peer's side ------------------------------------------------------------------------------
-
-def serve(cmd_fd: int, reply_fd: int, marks_in: int, marks_out: int) -> None:
-    """Answer commands until the other side closes the command pipe."""
-    from minilm.fast import lstm as L
-    from minilm.fast.blas import one_thread
-
-    buffers, workspaces = {}, {}
-    while (msg := _receive(cmd_fd)) is not None:
-        op, *args = msg
-        try:
-            if op == "ping":
-                result = os.getpid()
-            elif op == "peak_kb":  # this process's peak resident size (a benchmark adds it to the caller's)
-                import resource
-
-                result = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-            elif op == "map":
-                key, path, nbytes = args
-                with open(path, "r+b") as f:
-                    buffers[key] = mmap.mmap(f.fileno(), nbytes)
-                result = None
-            elif op == "workspace":
-                key, (T, B, D, Hd, dtype), layout = args
-                workspaces[key] = L.Workspace().attach(buffers.pop(key), T, B, D, Hd, np.dtype(dtype), layout)
-                result = None
-            elif op == "half_forward":  # minilm.fast.lstm._split_forward: this process's half of the batch
-                ws = workspaces[args[0][0]]
-                T = ws.shape[0]
-                with one_thread():
-                    L.lstm_forward_tm(ws.X, T, ws.H[0], ws.C[0], ws.Wx, ws.Wh, ws.b, ws)
-                result = None
-            elif op == "half_backward":
-                ws, with_state = workspaces[args[0][0]], args[2]
-                with one_thread():
-                    L.lstm_backward_tm(ws.dY, (ws, ws.X, ws.Wx, ws.Wh), (ws.dh, ws.dc) if with_state else None)
-                result = None
-            elif op in ("forward", "backward"):
-                keys, layers, *extra = args
-                wss = [workspaces[k] for k in keys]
-                inputs = L._layer_inputs(None, wss)
-                front = Front(marks_in, marks_out, len(wss), 1 if op == "forward" else -1)
-                with one_thread():
-                    if op == "forward":
-                        L.forward_layers(layers, wss, inputs, front)
-                    else:
-                        L.backward_layers(layers, wss, inputs, front, *extra)
-                        front.run_deferred()
-                        for l in layers:
-                            L._gradients(wss[l])
-                result = None
-            else:
-                raise ValueError(f"unknown command {op!r}")
-            _send(reply_fd, ("ok", result))
-        except Aborted:
-            _send(reply_fd, ("aborted", None))
-        except BaseException as error:  # sent back and raised on the other side, with where it happened
-            where = "".join(traceback.format_exception(error)[-3:]).strip()
-            try:
-                error.add_note(f"in the LSTM's second process:\n{where}")
-                _send(reply_fd, ("error", error))
-            except Exception:
-                _send(reply_fd, ("error", PeerError(f"in the LSTM's second process: {where}")))
-
-
-if __name__ == "__main__":
-    from minilm.fast import procs as _module  # its classes, not __main__'s, travel back in replies
-
-    reply = os.dup(1)
-    os.dup2(2, 1)  # a stray print must not corrupt the replies
-    _module.serve(0, reply, int(sys.argv[1]), int(sys.argv[2]))

@@ -42,6 +42,7 @@ import os
 import threading
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -51,8 +52,24 @@ _pool: ThreadPoolExecutor | None = None
 _scratch = ({}, {})  # one dict of temporaries for each of the two threads
 
 
+_alone = False  # set by alone(): this process's part of a step split between two processes
+
+
+@contextmanager
+def alone():
+    """Inside: n_threads() is 1 (the other core runs the other process's half of the work)."""
+    global _alone
+    before, _alone = _alone, True
+    try:
+        yield
+    finally:
+        _alone = before
+
+
 def n_threads() -> int:
-    """2 when a second core is there (MINILM_THREADS=1 forces 1)."""
+    """2 when a second core is there (MINILM_THREADS=1 forces 1; so does alone())."""
+    if _alone:
+        return 1
     want = int(os.environ.get("MINILM_THREADS", "2"))
     return max(1, min(2, want, os.cpu_count() or 1))
 
