@@ -78,7 +78,7 @@ def run_minilm(data: str, steps: int, seed: int, model: str) -> dict:
             raise SystemExit(f"minilm train failed (exit status {os.waitstatus_to_exitcode(status)})")
         m = json.loads((Path(out) / "metrics.json").read_text())
     return {"who": "minilm --fast", "val_loss": m["val_loss"], "train_seconds": m["train_seconds"],
-            "peak_mb": usage.ru_maxrss / 1024}
+            "peak_mb": usage.ru_maxrss / 1024 + m.get("second_process_peak_mb", 0.0)}  # both processes
 
 
 def lstm_torch_worker(data: str, steps: int, seed: int) -> dict:
@@ -199,7 +199,7 @@ def goal_lines(model: str, results: list[dict]) -> list[str]:
     if mine and "val_loss" in g:
         lines.append(f"minilm validation loss (whole split)     {mine['val_loss']:7.3f}   goal <= {g['val_loss']}")
     if mine and "peak_mb" in g:
-        lines.append(f"minilm training process, peak memory MB  {mine['peak_mb']:7.0f}   goal <= {g['peak_mb']}")
+        lines.append(f"minilm training, peak memory MB (both)   {mine['peak_mb']:7.0f}   goal <= {g['peak_mb']}")
     if len(by) == 2:
         ratio = by["minilm"]["train_seconds"] / by["torch"]["train_seconds"]
         lines.append(f"training time, minilm / PyTorch          {ratio:7.2f}x  goal <= {g['time_ratio']}x")

@@ -52,6 +52,7 @@ _pool: ThreadPoolExecutor | None = None
 _scratch = ({}, {})  # one dict of temporaries for each of the two threads
 
 
+_CPUS = os.cpu_count() or 1
 _alone = False  # set by alone(): this process's part of a step split between two processes
 
 
@@ -71,7 +72,7 @@ def n_threads() -> int:
     if _alone:
         return 1
     want = int(os.environ.get("MINILM_THREADS", "2"))
-    return max(1, min(2, want, os.cpu_count() or 1))
+    return max(1, min(2, want, _CPUS))
 
 
 def _worker() -> ThreadPoolExecutor:
