@@ -60,6 +60,15 @@ class FlatParams:
         self.graw = {k: self.view(self.g, k) for k in self.offsets}
         self.params, self.grads = self.named(self.p), self.named(self.g)
 
+    def move_params(self, buffer) -> None:
+        """Put the parameters into ``buffer`` (memory shared with minilm.fast.peer's replica); the dicts of
+        views (``params``, ``raw``) stay the same objects, their entries now views of the new memory."""
+        new = np.ndarray(self.size, self.dtype, buffer=buffer)
+        new[...] = self.p
+        self.p = new
+        self.raw.update({k: self.view(new, k) for k in self.offsets})
+        self.params.update(self.named(new))
+
     def view(self, buf: np.ndarray, name: str) -> np.ndarray:
         off, shape = self.offsets[name]
         return buf[off : off + math.prod(shape)].reshape(shape)

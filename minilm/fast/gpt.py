@@ -179,7 +179,7 @@ class FastTransformer(FlatModel):
 
     def _split_forward_backward(self, peer, idx, targets) -> float:
         """forward_backward with rows h.. of the batch in the second process, rows ..h here, each on one core
-        with a replica of the model over the same parameters (copied to shared memory each step):
+        with a replica of the model over the same parameters (moved into shared memory on the first call):
         loss = (n1 loss1 + n2 loss2) / (n1 + n2) and likewise the gradients, n1, n2 the halves' counted
         targets (the loss is a mean over them).  Two threads of one process gain far less: every NumPy
         call of the elementwise passes waits at the interpreter lock (minilm.fast.threads)."""
@@ -189,7 +189,6 @@ class FastTransformer(FlatModel):
         split = self._split
         if split is None or not split["peer"].alive() or split["shape"] != (B - h, T):
             split = self._split = self._make_split(peer, B - h, T)
-        np.copyto(split["p"], self.flat.p)  # this step's parameters, for the replica
         split["ids"][0], split["ids"][1] = idx[h:], targets[h:]
         out = []
         with alone(), one_thread():  # one core here, one there
@@ -198,8 +197,12 @@ class FastTransformer(FlatModel):
         n1, n2 = int((targets[:h] != IGNORE_INDEX).sum()), int((targets[h:] != IGNORE_INDEX).sum())
         w1, w2 = n1 / (n1 + n2), n2 / (n1 + n2)
         g, f = self.flat.g, self.dtype.type
-        g *= f(w1)
-        g += f(w2) * split["g"]  # (size,): the whole batch's gradient
+        if n1 == n2:  # (g1 + g2) / 2: two passes, no temporary
+            g += split["g"]
+            g *= f(0.5)
+        else:
+            g *= f(w1)
+            g += f(w2) * split["g"]  # (size,): the whole batch's gradient
         return float(w1 * out[0] + w2 * split["loss"][0])
 
     def _make_split(self, peer, Bh: int, T: int) -> dict:
@@ -208,10 +211,10 @@ class FastTransformer(FlatModel):
         (p_key, p_buf), (g_key, g_buf) = peer.share(size * dt.itemsize), peer.share(size * dt.itemsize)
         io_key, io = peer.share(2 * Bh * T * 8 + 8)
         key = p_key
+        self.flat.move_params(p_buf)  # from now on the replica reads the parameters AdamW writes
         peer.call("tf_model", key, self.cfg, dt.str, p_key, g_key, io_key)
         ids = np.ndarray((2, Bh, T), np.int64, buffer=io)
-        return dict(peer=peer, shape=(Bh, T), key=key, p=np.ndarray(size, dt, buffer=p_buf),
-                    g=np.ndarray(size, dt, buffer=g_buf), ids=ids,
+        return dict(peer=peer, shape=(Bh, T), key=key, g=np.ndarray(size, dt, buffer=g_buf), ids=ids,
                     loss=np.ndarray((1,), np.float64, buffer=io, offset=ids.nbytes),
                     buffers=(p_buf, g_buf, io))
 
