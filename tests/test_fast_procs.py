@@ -223,3 +223,20 @@ def test_transformer_half_without_targets_stays_in_one_process(two_processes):
     scale = max(float(np.abs(g).max()) for g in grads.values())
     assert fast._split is None and abs(fl - loss) <= TOL * loss
     assert max(float(np.abs(grads[k] - fg[k]).max()) for k in grads) <= TOL * scale
+
+
+def test_transformer_split_follows_the_batch_shape(two_processes):
+    """Batches of 4, 6 and 4 rows: the second process's replica is replaced (the old one forgotten) and
+    every call gives the plain model's numbers."""
+    from minilm.fast.gpt import FastTransformer
+
+    tr, cfg, p, _, _ = transformer_case()
+    fast = FastTransformer(cfg, p, np.float64)
+    r = np.random.default_rng(3)
+    for B in (4, 6, 4):
+        x, y = r.integers(0, 11, (2, B, 7))
+        loss, grads = tr.loss_and_grads(p, cfg, x, y)
+        fl, fg = fast.loss_and_grads(x, y)
+        scale = max(float(np.abs(g).max()) for g in grads.values())
+        assert fast._split["shape"] == (B - B // 2, 7) and abs(fl - loss) <= TOL * loss
+        assert max(float(np.abs(grads[k] - fg[k]).max()) for k in grads) <= TOL * scale

@@ -18,6 +18,10 @@ differs is how the work is laid out:
   step's arithmetic, read by nothing but AdamW) run on the worker thread
   behind the chain (minilm.fast.threads.Background), each layer's dY in a
   buffer of its own;
+* without dropout, on two cores, the step runs as two processes instead, each the
+  whole forward and backward on half of the batch (_split_forward_backward,
+  minilm.fast.procs): two threads of one process gain little on the
+  elementwise passes, two processes do not share an interpreter lock;
 * the causal mask is added to the scores (0 or -inf) instead of np.where;
 * dropout masks are drawn from the caller's generator in the plain model's
   order (embeddings, then each block's attention and feed-forward outputs),
@@ -188,6 +192,8 @@ class FastTransformer(FlatModel):
         h = B // 2
         split = self._split
         if split is None or not split["peer"].alive() or split["shape"] != (B - h, T):
+            if split is not None and split["peer"] is peer:
+                peer.forget(split["key"])  # the replica of another batch shape
             split = self._split = self._make_split(peer, B - h, T)
         split["ids"][0], split["ids"][1] = idx[h:], targets[h:]
         out = []

@@ -126,6 +126,8 @@ class Workspace:
             sizes = []  # a first pass only measures the arrays
             self._allocate(T, B, D, Hd, dtype, lambda *s: sizes.append(_aligned(np.empty(s, dtype).nbytes)) or
                            np.empty(s, dtype), layout)
+            if getattr(self, "peer", None) is peer:  # a new shape: the peer's old Workspace goes
+                peer.forget(self.key)
             self.key, self.buffer = peer.share(sum(sizes))
             self.peer = peer
             self._allocate(T, B, D, Hd, dtype, _carve(self.buffer, dtype), layout)

@@ -3,6 +3,7 @@
 Commands (each a pickled tuple on stdin, each answered on stdout):
 
     ping, peak_kb           its pid; its peak resident size
+    forget                  drop a Workspace or a model (replaced on the other side)
     map, workspace          map a shared buffer; build an LSTM Workspace over it (minilm.fast.lstm)
     forward, backward       the odd layers of a stacked LSTM, marks through the pipes (minilm.fast.procs.Front)
     half_forward, half_backward   one LSTM layer on the second half of a batch (minilm.fast.lstm._split_forward)
@@ -66,6 +67,8 @@ def serve(cmd_fd: int, reply_fd: int, marks_in: int, marks_out: int) -> None:
                         front.run_deferred()
                         for l in layers:
                             L._gradients(wss[l])
+            elif op == "forget":
+                workspaces.pop(args[0], None), models.pop(args[0], None)
             elif op == "tf_model":
                 from minilm.fast.gpt import FastTransformer
 

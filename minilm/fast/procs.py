@@ -1,19 +1,26 @@
-"""A second process for the stacked LSTM (minilm.fast.lstm.stack_forward_tm / stack_backward_tm).
+"""A second process for the fast paths' work on the second core.
 
-Two recurrences of a stack of LSTM layers can run at the same time, layer
-l + 1 a chunk of steps behind layer l, but not on two threads of one
-process: every NumPy call of a loop over time steps takes the interpreter
-lock and gives it back, and two loops on two threads spend their time
-waiting for each other (``bench --profile`` and the LSTM LM's benchmark
-measure the difference).  So the odd layers run in a second Python process,
-``python -m minilm.fast.procs``, started once and kept:
+Two loops over time steps of an LSTM, or two halves of a Transformer step,
+can run at the same time, but not on two threads of one process: every
+NumPy call takes the interpreter lock and gives it back, and two threads
+making many short calls spend their time waiting for each other (the
+README's Performance section measures the difference).  So that work runs
+in a second Python process, ``python -m minilm.fast.peer``, started once and
+kept, for
+
+* the odd layers of a stacked LSTM (minilm.fast.lstm.stack_forward_tm /
+  stack_backward_tm), a chunk of steps behind the layer below;
+* the second half of the batch of one LSTM layer (lstm_forward with a peer)
+  or of a Transformer step without dropout (minilm.fast.gpt).
+
+How:
 
 * every array of a layer (minilm.fast.lstm.Workspace) lives in one buffer
   that both processes map (a file in /dev/shm, or the temporary directory,
   deleted as soon as both have mapped it: nothing is left behind, even
   after a crash); the peer builds its own Workspace over the same memory;
-* a command ("forward" or "backward", the layers' Workspaces, which layers
-  are the peer's) goes over the peer's stdin, its reply over its stdout;
+* a command (minilm.fast.peer lists them) goes over the peer's stdin, its
+  reply over its stdout;
 * inside a command the two processes tell each other which chunk of which
   layer is done through a pair of pipes: four bytes per chunk, and a wait
   is a blocking read, so neither spins.
@@ -23,7 +30,7 @@ it is raised here; an error here sends the peer an abort and is raised
 once the peer has stopped; a peer that exits is reported.  After any error
 the peer is restarted for the next call (``generation`` counts them, and a
 Workspace shared with an earlier peer is shared again).  Without a peer
-(MINILM_PROCESSES=0, or one that cannot start) the stack runs on two threads.
+(MINILM_PROCESSES=0, or one that cannot start) the work runs on two threads.
 """
 
 from __future__ import annotations
@@ -188,6 +195,11 @@ class Peer:
         """Still running, and still the current peer (no restart since)."""
         return _peer is self and self.proc.poll() is None
 
+    def forget(self, key) -> None:
+        """The peer lets go of what it keeps under ``key`` (a Workspace or a model replaced here)."""
+        if self.alive():
+            self.call("forget", key)
+
     def mirror(self, key: int, shape, layout) -> None:
         self.call("workspace", key, shape, layout)
 
@@ -255,7 +267,7 @@ def peer() -> Peer | None:
         try:
             _peer = Peer()
         except (OSError, PeerError) as error:
-            print(f"minilm: no second process for the stacked LSTM ({error}); using threads", file=sys.stderr)
+            print(f"minilm: no second process for the fast path ({error}); using threads", file=sys.stderr)
             _failed, _peer = True, None
     return _peer
 

@@ -23,7 +23,9 @@ runs the many small calls of an LSTM's loop over time steps (minilm.fast.lstm)
 or of the Transformer's backward chain (minilm.fast.gpt: the weight
 gradients).  A half that ``run_rows`` or ``run_halves`` handed the worker, and
 that the worker has not started because it is busy with such a call, is run
-on this thread instead of waited for.
+on this thread instead of waited for.  Two such loops, or two halves of a
+whole step, gain little on two threads; minilm.fast.procs runs them in two
+processes.
 
 ``chain(lo, hi, scratch)`` must touch only rows lo:hi of its arrays, so the
 two halves never share memory; ``scratch`` is a per-thread dict for
