@@ -159,7 +159,8 @@ class Peer:
                "PYTHONPATH": os.pathsep.join([root] + [p for p in [os.environ.get("PYTHONPATH")] if p])}
         self.proc = subprocess.Popen([sys.executable, "-m", "minilm.fast.peer", str(to_peer_r), str(from_peer_w)],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0,
-                                     pass_fds=(to_peer_r, from_peer_w), env=env)
+                                     pass_fds=(to_peer_r, from_peer_w), env=env,
+                                     start_new_session=True)  # Ctrl-C goes to the caller, which stops cleanly
         os.close(to_peer_r), os.close(from_peer_w)
         self.cmd_fd, self.reply_fd = self.proc.stdin.fileno(), self.proc.stdout.fileno()
         self.buffers = 0
