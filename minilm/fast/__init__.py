@@ -15,6 +15,9 @@ plain models in float64 -- and each one names the plain function it mirrors.
     lstm_lm.py   the LSTM LM of §5.2
     ngram.py     the MLP n-gram LM
     training.py  hands minilm.training.loop's step to the fast path (``--fast``)
+    procs.py     a second process for the second core (two threads wait at the interpreter lock)
+    peer.py      what that process runs: ``python -m minilm.fast.peer``
+    bench.py, profile.py   ``python -m minilm bench`` (and ``--profile``)
 
 Why each trick pays is measured by ``python -m minilm bench`` (README,
 "Performance").

@@ -214,8 +214,7 @@ def worker(workload: str, kind: str, steps: int, warmup: int) -> dict:
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     from minilm.fast import procs
 
-    if procs._peer is not None:  # a second process (the LSTM): its peak counts too
-        peak_kb += procs._peer.call("peak_kb")
+    peak_kb += procs.peak_kb() or 0  # a second process's peak counts too
     return {"times": sorted(times), "tokens": tokens, "peak_mb": peak_kb / 1024}
 
 

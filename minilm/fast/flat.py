@@ -37,6 +37,7 @@ class FlatParams:
     ``entries``: (name, shape, decay) in storage order; ``aliases``: name -> (entry name, index
     expression) exposing a view of an entry under the plain model's name (e.g. a column block).
     ``params``/``grads``/``m``/``v`` are the dicts of views the rest of the package reads.
+    ``buffers``: (parameters, gradients) in given memory (the replica in minilm.fast.peer).
     """
 
     def __init__(self, entries, aliases=None, dtype=np.float32, buffers=None):

@@ -273,6 +273,17 @@ def peer() -> Peer | None:
     return _peer
 
 
+def peak_kb() -> int | None:
+    """The running second process's peak resident size in kB (what a benchmark adds to this process's),
+    or None when there is none."""
+    if _peer is None:
+        return None
+    try:
+        return _peer.call("peak_kb")
+    except (PeerError, OSError):
+        return None
+
+
 @atexit.register
 def _close() -> None:
     if _peer is not None:

@@ -374,11 +374,9 @@ def _metrics(s: Session, seconds: float) -> dict:
          "seconds": seconds, "train_seconds": sp["train_seconds"], "n_params": models.n_params(s.params)}
     from minilm.fast import procs
 
-    if procs._peer is not None:  # --fast on two cores: the second process's peak resident size, MB
-        try:
-            m["second_process_peak_mb"] = procs._peer.call("peak_kb") / 1024
-        except (procs.PeerError, OSError):
-            pass
+    second = procs.peak_kb()  # --fast on two cores: the second process's peak resident size
+    if second is not None:
+        m["second_process_peak_mb"] = second / 1024
     for k, v in (ev or {}).items():  # bits per character, masked-token accuracy, exact match, ...
         if k not in ("loss", "perplexity") and isinstance(v, int | float):
             m[f"val_{k}"] = v
