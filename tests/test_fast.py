@@ -473,3 +473,51 @@ def test_lstm_lm_fast_logits_match_plain_forward(monkeypatch, threads, n_layer):
                for a, b in zip(pa, pb, strict=True)) <= TOL
     after = model.loss_grads_and_state(x[:3], y[:3])[1]
     assert all(np.array_equal(before[k], after[k]) for k in before)
+
+
+# ---- BLAS on one thread for every product of a fast step ----
+
+
+def test_fast_steps_keep_blas_on_one_thread(monkeypatch):
+    """Inside every fast model's step, and an LSTM call's last products, BLAS runs on one thread: a product
+    on OpenBLAS's threads leaves them spinning on the core the fast path's second thread or process needs
+    (minilm.fast.blas.on_one_thread).  Checked where products run: the loss (after the output layer), the
+    gradient norm (a dot product) and the LSTM's sum of weight-gradient parts."""
+    from threadpoolctl import threadpool_limits
+
+    from minilm import transformer as tr
+    from minilm.fast import blas
+    from minilm.fast import kernels as K
+    from minilm.fast.gpt import FastTransformer
+
+    if not blas.api():
+        pytest.skip("NumPy's BLAS is not an OpenBLAS minilm.fast.blas can find")
+    get = blas.api()[0]
+    seen = []
+
+    def spy(obj, name):
+        orig = getattr(obj, name)
+
+        def wrapped(*a, **k):
+            seen.append((name, get()))
+            return orig(*a, **k)
+
+        monkeypatch.setattr(obj, name, wrapped)
+
+    spy(K, "cross_entropy_inplace"), spy(FlatParams, "grad_norm"), spy(fast_lstm, "_gradients")
+    cfg, p, state, x, y = lstm_lm_case()
+    r = np.random.default_rng(0)
+    gcfg = tr.TransformerConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=8)
+    ncfg = ngram.NgramConfig(vocab_size=13, context=3, n_embd=4, n_hidden=6)
+    with threadpool_limits(2, user_api="blas"):
+        assert get() == 2
+        FastLSTMLM(cfg, p, np.float64).step(x, y, 1e-3, state=state)
+        FastTransformer(gcfg, tr.init_params(gcfg, r)).step(r.integers(0, 11, (4, 8)), r.integers(0, 11, (4, 8)),
+                                                            1e-3)
+        FastNgram(ncfg, ngram.init_params(ncfg, r)).step(r.integers(0, 13, (5, 3)), r.integers(0, 13, 5), 1e-3)
+        args, dhs, _ = lstm_inputs()
+        fast_lstm.lstm_backward(dhs, fast_lstm.lstm_forward(*args)[2])
+        assert get() == 2  # restored after each call
+    names = {n for n, _ in seen}
+    assert names == {"cross_entropy_inplace", "grad_norm", "_gradients"} and len(seen) >= 8
+    assert all(threads == 1 for _, threads in seen), seen

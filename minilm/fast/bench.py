@@ -43,7 +43,6 @@ CONTENDERS = {"transformer": ("fast", "plain", "floor", "torch"), "lstm": ("fast
               "ngram-27": ("fast", "plain", "torch"), "ngram-10000": ("fast", "plain", "torch")}
 PLAIN_STEPS = 5  # the readable models are many times slower: a few steps give their median
 TORCH_SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "torch_ref.py"
-ENV = {"OPENBLAS_THREAD_TIMEOUT": "4"}  # OpenBLAS threads sleep at once instead of spinning (minilm.fast.threads)
 
 
 # ---- the numpy contenders (run inside a worker process) -----------------------------------------
@@ -238,8 +237,7 @@ def run_contender(workload: str, kind: str, steps: int, warmup: int) -> dict:
     if kind == "plain":
         steps, warmup = min(steps, PLAIN_STEPS), 1
     cmd += ["--steps", str(steps), "--warmup", str(warmup)]
-    env = {**os.environ, **{k: os.environ.get(k, v) for k, v in ENV.items()}}
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)  # the caller's environment, as is
     if done.returncode:
         raise RuntimeError(f"{workload}/{kind} failed:\n{done.stderr[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])

@@ -18,6 +18,7 @@ products to BLAS.
 from __future__ import annotations
 
 import ctypes
+import functools
 import glob
 import os
 from contextlib import contextmanager
@@ -81,6 +82,23 @@ def one_thread():
         yield True
     finally:
         set_(before)
+
+
+def on_one_thread(fn):
+    """fn with BLAS on one thread for the whole call (one_thread()): the fast models' entry points.
+
+    One product on OpenBLAS's threads leaves them spinning for a while after it returns (about 0.1 s
+    unless OPENBLAS_THREAD_TIMEOUT says otherwise), on the core that the fast path's second thread or
+    process needs: on the bench's LSTM, one such product per call (a sum of weight-gradient parts)
+    made the whole call about twice as slow.  So every product of a fast step runs on one thread, and the
+    fast path splits the large ones itself (minilm.fast.kernels.matmul_split)."""
+
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+        with one_thread():
+            return fn(*args, **kwargs)
+
+    return wrapped
 
 
 # ---- small products: column blocks -------------------------------------------------------------

@@ -48,7 +48,7 @@ import math
 import numpy as np
 
 from minilm.fast import kernels as K
-from minilm.fast.blas import one_thread
+from minilm.fast.blas import on_one_thread, one_thread
 from minilm.fast.flat import FlatModel, FlatParams
 from minilm.fast.threads import Background, alone, n_threads, run_rows
 from minilm.positional import sinusoidal_table
@@ -151,6 +151,7 @@ class FastTransformer(FlatModel):
 
     # ---- forward and backward ----
 
+    @on_one_thread
     def forward_backward(self, idx: np.ndarray, targets: np.ndarray, rng=None) -> float:
         """Mean cross-entropy of ``targets`` given ``idx`` (both (B, T) ids); fills ``grads``.
 
@@ -224,6 +225,7 @@ class FastTransformer(FlatModel):
                     loss=np.ndarray((1,), np.float64, buffer=io, offset=ids.nbytes),
                     buffers=(p_buf, g_buf, io))
 
+    @on_one_thread
     def logits(self, idx: np.ndarray) -> np.ndarray:
         """minilm.transformer.forward(params, cfg, idx)[0] (evaluation: no dropout): (B, T) ids -> (B, T, V)."""
         if n_threads() == 1:
@@ -438,6 +440,7 @@ class FastTransformer(FlatModel):
         loss = self.forward_backward(idx, targets, rng)
         return loss, {k: g.copy() for k, g in self.grads.items()}
 
+    @on_one_thread
     def step(self, idx, targets, lr, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01,
              max_norm=0.0, rng=None) -> tuple[float, float]:
         """One training step: loss and gradients, clipping, AdamW.  Returns (loss, gradient norm).

@@ -30,11 +30,17 @@ def matmul(a, b, out) -> None:
 
 
 def matmul_split(a, b, out) -> None:
-    """out = a @ b, 2-D, the two halves of a's rows on two threads (with BLAS on one thread: minilm.fast.blas)."""
+    """out = a @ b, 2-D, on two threads (with BLAS on one thread: minilm.fast.blas): the two halves of a's
+    rows, or with few rows and many columns (the n-gram's (B, Hd) x (Hd, V)) the two halves of b's columns."""
     if a.shape[0] >= 128:
         run_halves(lambda lo, hi: np.matmul(a[lo:hi], b, out=out[lo:hi]), a.shape[0])
+    elif a.shape[0] * a.shape[1] * b.shape[1] >= SPLIT_MACS:
+        run_halves(lambda lo, hi: np.matmul(a, b[:, lo:hi], out=out[:, lo:hi]), b.shape[1])
     else:
         np.matmul(a, b, out=out)
+
+
+SPLIT_MACS = 1 << 22  # multiply-adds from which a few-row product is worth two threads
 
 
 # ---- LayerNorm (mirrors minilm.layernorm) -------------------------------------------------------

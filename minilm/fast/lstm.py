@@ -64,7 +64,7 @@ from __future__ import annotations
 import numpy as np
 
 from minilm.fast import blas
-from minilm.fast.blas import column_blocks, one_thread, transpose
+from minilm.fast.blas import column_blocks, on_one_thread, one_thread, transpose
 from minilm.fast.threads import Background, Wavefront, n_threads, run_halves
 
 CHUNK = 8  # time steps per product handed to the worker
@@ -254,6 +254,7 @@ def _prepare_forward(ws, h0, c0, Wx, Wh, b) -> None:
     ws.H[0], ws.C[0] = h0, c0
 
 
+@on_one_thread
 def lstm_forward_tm(xt, T, h0, c0, Wx, Wh, b, ws: Workspace | None = None, inline: bool = False):
     """lstm_forward on time-major input: xt (T B, D), row t B + n = x[n, t] -> H (T+1, B, Hd), cache.
 
@@ -273,6 +274,7 @@ def lstm_forward_tm(xt, T, h0, c0, Wx, Wh, b, ws: Workspace | None = None, inlin
     return ws.H, (ws, xt, Wx, Wh)
 
 
+@on_one_thread
 def lstm_forward(x, h0, c0, Wx, Wh, b, ws: Workspace | None = None, peer=None):
     """minilm.lstm.lstm_forward: x (B, T, D), h0, c0 (B, Hd) -> hs (B, T, Hd), (h_T, c_T), cache.
 
@@ -366,6 +368,7 @@ def _results(ws, input_grad: bool = True):
     return (ws.dxt if input_grad else None, ws.dh.copy(), ws.dc.copy(), ws.gWx.copy(), ws.gWh.copy(), ws.gb.copy())
 
 
+@on_one_thread
 def lstm_backward_tm(dy, cache, dstate=None, input_grad: bool = True, inline: bool = False):
     """lstm_backward on time-major gradients: dy (T, B, Hd) -> dxt (T B, D), dh0, dc0, dWx, dWh, db.
 
@@ -384,10 +387,11 @@ def lstm_backward_tm(dy, cache, dstate=None, input_grad: bool = True, inline: bo
                 bg.submit(_weight_products, ws, xt, *part)  # behind the loop, on the worker
             if input_grad:
                 bg.submit(_input_products, ws, ws.WxT, t0, t1)
-    _gradients(ws)
+    _gradients(ws)  # after the worker's last products (leaving Background waits for them)
     return _results(ws, input_grad)
 
 
+@on_one_thread
 def lstm_backward(dhs, cache, dstate=None):
     """minilm.lstm.lstm_backward: dhs (B, T, Hd) -> dx (B, T, D), dh0, dc0, dWx, dWh, db."""
     if isinstance(cache, _Split):
@@ -508,6 +512,7 @@ def _layer_inputs(xt, wss) -> list:
     return [xt] + [ws.H[1:].reshape(T * B, Hd) for ws in wss[:-1]]
 
 
+@on_one_thread
 def stack_forward_tm(xt, T, states, weights, wss, peer=None):
     """Layers 0..L-1 (minilm.lstm.lstm_stack_forward), time-major: xt (T B, D) -> [(H, cache)] per layer.
 
@@ -540,6 +545,7 @@ def stack_forward_tm(xt, T, states, weights, wss, peer=None):
     return [(ws.H, (ws, inputs[l], ws.Wx, ws.Wh)) for l, ws in enumerate(wss)]
 
 
+@on_one_thread
 def stack_backward_tm(dy, caches, input_grad: bool = True):
     """The backward of stack_forward_tm: dy (T, B, Hd) of the top layer -> [(dxt, dh0, dc0, dWx, dWh, db)] per layer.
 

@@ -31,6 +31,7 @@ import numpy as np
 from minilm.fast import kernels as K
 from minilm.fast import lstm as L
 from minilm.fast import procs
+from minilm.fast.blas import on_one_thread
 from minilm.fast.flat import FlatModel, FlatParams
 from minilm.fast.threads import n_threads
 from minilm.lstm_lm import check_state, param_shapes, zero_state
@@ -57,6 +58,7 @@ class FastLSTMLM(FlatModel):
         self._init_flat(FlatParams(entries, dtype=dtype), params)
         self._ws = [L.Workspace() for _ in range(cfg.n_layer)]  # each layer's arrays, reused by every call
 
+    @on_one_thread
     def forward_backward(self, idx, targets, state=None):
         """minilm.lstm_lm.loss_grads_and_state without the grads dict: fills ``grads``, returns (loss, final state)."""
         cfg, P, G = self.cfg, self.params, self.grads
@@ -93,6 +95,7 @@ class FastLSTMLM(FlatModel):
             K.embedding_backward_add(G["embed"], ids, grads[0][0], onehot)  # (V, E), repeated ids accumulate
         return loss, final
 
+    @on_one_thread
     def logits(self, idx, state=None):
         """minilm.lstm_lm.forward without a cache (evaluation): (B, T) ids -> logits (B, T, V), final state.
 
@@ -128,6 +131,7 @@ class FastLSTMLM(FlatModel):
         loss, final = self.forward_backward(idx, targets, state)
         return loss, {k: g.copy() for k, g in self.grads.items()}, final
 
+    @on_one_thread
     def step(self, idx, targets, lr, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01, max_norm=0.0,
              state=None):
         """Loss and gradients, clipping, AdamW; returns (loss, gradient norm, final state).  Non-finite: no update."""

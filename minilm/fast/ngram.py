@@ -19,7 +19,9 @@ import math
 import numpy as np
 
 from minilm.fast import kernels as K
+from minilm.fast.blas import on_one_thread
 from minilm.fast.flat import FlatModel, FlatParams
+from minilm.fast.threads import n_threads
 from minilm.ngram import check_context, param_shapes
 from minilm.validate import check_ids
 
@@ -43,6 +45,7 @@ class FastNgram(FlatModel):
                             ones_b=np.ones(B, self.dtype), ones_v=np.ones(V, self.dtype))
         return self._ws
 
+    @on_one_thread
     def forward_backward(self, ctx, targets) -> float:
         """Mean cross-entropy of targets (B,) given ctx (B, N); fills ``grads``."""
         cfg, P, G = self.cfg, self.params, self.grads
@@ -61,14 +64,15 @@ class FastNgram(FlatModel):
             np.tanh(a, out=a)
         else:
             np.maximum(a, 0, out=a)
-        np.matmul(a, P["W_out"], out=logits)  # (B, Hd) x (Hd, V) -> (B, V)
+        mm = K.matmul_split if n_threads() == 2 else K.matmul  # the products over V: two threads
+        mm(a, P["W_out"], logits)  # (B, Hd) x (Hd, V) -> (B, V)
         logits += P["b_out"]
         if cfg.direct:
             logits += x @ P["W_direct"]  # (B, NE) x (NE, V) -> (B, V)
         loss = K.cross_entropy_inplace(logits, targets, ws["ones_v"])  # logits -> dlogits
         dlogits, da, dx, ones_b = logits, ws["da"], ws["dx"], ws["ones_b"]
         np.matmul(ones_b, dlogits, out=G["b_out"])  # (V,)
-        np.matmul(a.T, dlogits, out=G["W_out"])  # (Hd, B) x (B, V) -> (Hd, V)
+        mm(a.T, dlogits, G["W_out"])  # (Hd, B) x (B, V) -> (Hd, V)
         np.matmul(dlogits, P["W_out"].T, out=da)  # (B, V) x (V, Hd) -> (B, Hd)
         if cfg.activation == "tanh":
             np.multiply(a, a, out=a)
@@ -96,6 +100,7 @@ class FastNgram(FlatModel):
         loss = self.forward_backward(ctx, targets)
         return loss, {k: g.copy() for k, g in self.grads.items()}
 
+    @on_one_thread
     def step(self, ctx, targets, lr, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01,
              max_norm=0.0) -> tuple[float, float]:
         """Loss and gradients, clipping, AdamW; returns (loss, gradient norm).  Non-finite: no update."""

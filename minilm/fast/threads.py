@@ -33,9 +33,8 @@ temporaries.  MINILM_THREADS=1 runs everything on the calling thread.
 
 When NumPy's BLAS is OpenBLAS, its worker threads spin for a while after each
 matrix multiply and compete with the second thread for the cores.  The fast
-path runs BLAS on one thread during a step (minilm.fast.blas), so they stay
-asleep; the benchmark also sets OPENBLAS_THREAD_TIMEOUT=4 (the smallest value
-OpenBLAS accepts) for its processes, which makes them sleep almost at once.
+path runs BLAS on one thread for the whole of a step (minilm.fast.blas
+.on_one_thread), so they stay asleep.
 """
 
 from __future__ import annotations
