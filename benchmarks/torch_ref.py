@@ -13,6 +13,9 @@ itself never imports it.  Each model mirrors its minilm counterpart:
     lstm          nn.LSTM, forward and backward with a fixed upstream gradient
     ngram-V       the MLP n-gram LM of minilm.ngram (embedding, tanh hidden layer,
                   output layer, cross-entropy), fused AdamW
+    transformer-floor   the matrix products of minilm's fast Transformer step alone
+                  (minilm.fast.bench.matmul_floor's list, same shapes), each one torch.matmul
+                  on torch's own threads: how fast torch's BLAS makes the products both sides need
 """
 
 from __future__ import annotations
@@ -90,6 +93,38 @@ class NGram(nn.Module):
         return self.out(torch.tanh(self.hidden(self.embed(ctx).flatten(1))))
 
 
+def matmul_floor(g, B=12, T=64, C=128, H=4, L=4, V=65):
+    """minilm.fast.bench.matmul_floor in torch: per layer the four linear layers' forward, input-gradient
+    and weight-gradient products and six batched attention products, then the tied output layer's three."""
+    M, Fw, hs = B * T, 4 * C, C // H
+    r = lambda *s: torch.randn(*s, generator=g)  # noqa: E731
+    x, xF, x3, logits = r(M, C), r(M, Fw), r(M, 3 * C), r(M, V)
+    lin = [(x, r(C, 3 * C), x3), (x, r(C, C), x.clone()), (x, r(C, Fw), xF), (xF, r(Fw, C), x.clone())]
+    grads = [r(*w.shape) for _, w, _ in lin]
+    qkv, S, E, dE = r(M, 3 * C), r(B, H, T, T), r(V, C), r(V, C)
+    q, k, v = (qkv[:, i * C:(i + 1) * C].reshape(B, T, H, hs).transpose(1, 2) for i in range(3))
+    out = r(B, H, T, hs)
+
+    def step():
+        with torch.no_grad():
+            for _ in range(L):
+                for (a, w, o), dw in zip(lin, grads, strict=True):
+                    torch.matmul(a, w, out=o)  # forward
+                    torch.matmul(o, w.T, out=a)  # input gradient
+                    torch.matmul(a.T, o, out=dw)  # weight gradient
+                torch.matmul(q, k.transpose(-1, -2), out=S)  # scores
+                torch.matmul(S, v, out=out)  # heads
+                torch.matmul(S.transpose(-1, -2), q, out=out)  # dv
+                torch.matmul(q, k.transpose(-1, -2), out=S)  # dP
+                torch.matmul(S, k, out=out)  # dq
+                torch.matmul(S.transpose(-1, -2), q, out=out)  # dk
+            torch.matmul(x, E.T, out=logits)
+            torch.matmul(logits, E, out=x)
+            torch.matmul(logits.T, x, out=dE)
+
+    return step
+
+
 def workload(name: str):
     """(step function, tokens per step, description) for a benchmark workload."""
     g = torch.Generator().manual_seed(0)
@@ -107,6 +142,8 @@ def workload(name: str):
             opt.step()
 
         return step, B * T
+    if name == "transformer-floor":
+        return matmul_floor(g), 12 * 64
     if name == "lstm":
         B, T, D, Hd = 32, 64, 128, 128
         lstm = nn.LSTM(D, Hd, batch_first=True)

@@ -8,6 +8,7 @@ factor 1.01 gives 1e-2), which the broken-backward tests show it catches.
 tests/test_fast_gpt.py does the same for the Transformer.
 """
 
+import os
 import threading
 
 import numpy as np
@@ -364,13 +365,21 @@ def test_bench_worker_reports():
     assert "ngram-27" in format_rows("ngram-27", {"fast": row})
 
 
-def test_matmul_floor_runs():
+def test_matmul_floor_runs(monkeypatch):
     from types import SimpleNamespace
 
     from minilm.fast.bench import matmul_floor
 
     cfg = SimpleNamespace(n_embd=8, n_head=2, vocab_size=5, n_layer=1)
-    matmul_floor(cfg, 2, 4, np.random.default_rng(0))()
+    for processes in ("0", "1"):  # threads, or two processes as the fast step uses
+        monkeypatch.setenv("MINILM_PROCESSES", processes)
+        floor = matmul_floor(cfg, 2, 4, np.random.default_rng(0))
+        floor(), floor()
+        if hasattr(floor, "close"):
+            pid = floor.pid
+            floor.close()
+            with pytest.raises(ChildProcessError):  # the copy has exited and been waited for
+                os.waitpid(pid, 0)
 
 
 # ---- minilm train --model lstm --fast ----

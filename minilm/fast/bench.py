@@ -16,8 +16,12 @@ of all its steps.  Contenders:
 
     fast     minilm.fast (the path ``minilm train`` uses when it can)
     plain    the readable model the gradient checks run on (with --plain)
-    floor    (Transformer) the matrix multiplies of the step alone, each one np.matmul
+    floor    (Transformer) the matrix multiplies of the step alone, each one np.matmul, made as
+             the fast step makes them (on two cores: half of the batch in each of two processes)
     torch    the same work in PyTorch (benchmarks/torch_ref.py), when torch is installed
+    tfloor   (Transformer, with torch) the floor's matrix multiplies in PyTorch, each one
+             torch.matmul: the floor/tfloor ratio is how much faster PyTorch's BLAS makes the
+             products both sides need, the part of a step no change to minilm's code removes
 
 Peak memory is the peak resident size of the contender's process (the
 interpreter and libraries included).  After the table, each goal of the
@@ -39,8 +43,9 @@ from pathlib import Path
 import numpy as np
 
 WORKLOADS = ("transformer", "lstm", "ngram-27", "ngram-10000")
-CONTENDERS = {"transformer": ("fast", "plain", "floor", "torch"), "lstm": ("fast", "plain", "torch"),
+CONTENDERS = {"transformer": ("fast", "plain", "floor", "torch", "tfloor"), "lstm": ("fast", "plain", "torch"),
               "ngram-27": ("fast", "plain", "torch"), "ngram-10000": ("fast", "plain", "torch")}
+TORCH_KINDS = ("torch", "tfloor")
 PLAIN_STEPS = 5  # the readable models are many times slower: a few steps give their median
 TORCH_SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "torch_ref.py"
 
@@ -89,15 +94,79 @@ def transformer_step(kind: str):
 def matmul_floor(cfg, B: int, T: int, rng):
     """The matrix products of one fast Transformer step (forward and backward), and nothing else.
 
-    The same products, of the same shapes, made the same way as minilm.fast.gpt makes them: the
-    2-D products of the linear layers split by rows over two threads with BLAS on one thread
-    (minilm.fast.kernels.matmul_split), the batched attention products by halves of the batch on
-    two threads; per layer: q/k/v, output and the two feed-forward projections (forward, input
-    gradient, weight gradient) and six attention products; then the tied output layer.
+    The same products, of the same shapes, made the same way as minilm.fast.gpt makes them: per
+    layer q/k/v, output and the two feed-forward projections (forward, input gradient, weight
+    gradient) and six batched attention products; then the tied output layer.  On two cores with
+    the second process (minilm.fast.procs), as the fast step: each of two processes makes the
+    products of half of the batch on one thread, at the same time (_TwoProcesses).  Otherwise the
+    2-D products split by rows over two threads with BLAS on one thread
+    (minilm.fast.kernels.matmul_split) and the attention products by halves of the batch.
     """
     from minilm.fast import blas
     from minilm.fast import kernels as K
-    from minilm.fast.threads import n_threads, run_halves
+    from minilm.fast.threads import alone, n_threads
+
+    if n_threads() == 2 and os.environ.get("MINILM_PROCESSES", "1") != "0" and hasattr(os, "fork"):
+        half = _floor_products(cfg, B // 2, T, rng)  # each process's share, as in the fast step
+        return _TwoProcesses(lambda: _with(alone, blas.one_thread, lambda: half(K.matmul)))
+    products = _floor_products(cfg, B, T, rng)
+
+    def floor():
+        if n_threads() == 1:
+            return products(K.matmul)
+        with blas.one_thread() as split:
+            products(K.matmul_split if split else K.matmul)
+
+    return floor
+
+
+def _with(*contexts_then_fn):
+    """fn() inside the given context managers (each called to make one)."""
+    *contexts, fn = contexts_then_fn
+    if not contexts:
+        return fn()
+    with contexts[0]():
+        return _with(*contexts[1:], fn)
+
+
+class _TwoProcesses:
+    """A step that runs ``work()`` here and in a forked copy of this process at the same time, and
+    returns when both have finished (a byte through a pipe each way).  The copy exits when this side
+    closes its pipe: close(), on deletion, or when this process ends."""
+
+    def __init__(self, work):
+        self.work = work
+        go_r, self.go_w = os.pipe()
+        self.done_r, done_w = os.pipe()
+        self.pid = os.fork()
+        if self.pid == 0:  # the copy: one step per byte, until the pipe closes
+            os.close(self.go_w), os.close(self.done_r)
+            try:
+                while os.read(go_r, 1):
+                    work()
+                    os.write(done_w, b"x")
+            finally:
+                os._exit(0)
+        os.close(go_r), os.close(done_w)
+
+    def __call__(self):
+        os.write(self.go_w, b"x")
+        self.work()
+        if not os.read(self.done_r, 1):
+            raise RuntimeError("the floor's second process exited")
+
+    def close(self):
+        if self.pid:
+            os.close(self.go_w), os.close(self.done_r)
+            os.waitpid(self.pid, 0)
+            self.pid = 0
+
+    __del__ = close
+
+
+def _floor_products(cfg, B: int, T: int, rng):
+    """products(mm): the floor's products for a batch of B sequences, 2-D ones through mm(a, b, out)."""
+    from minilm.fast.threads import run_halves
 
     C, H, V, L = cfg.n_embd, cfg.n_head, cfg.vocab_size, cfg.n_layer
     M, F, hs = B * T, 4 * C, C // H
@@ -128,13 +197,7 @@ def matmul_floor(cfg, B: int, T: int, rng):
         mm(logits, E, x)  # dx (M, V) x (V, C)
         mm(logits.T, x, dE)  # dwte (V, M) x (M, C)
 
-    def floor():
-        if n_threads() == 1:
-            return products(K.matmul)
-        with blas.one_thread() as split:
-            products(K.matmul_split if split else K.matmul)
-
-    return floor
+    return products
 
 
 def lstm_step(kind: str, keep_workspace: bool = True):
@@ -230,8 +293,8 @@ def torch_available() -> bool:
 
 def run_contender(workload: str, kind: str, steps: int, warmup: int) -> dict:
     """One contender in a fresh process; returns its JSON result."""
-    if kind == "torch":
-        cmd = [sys.executable, str(TORCH_SCRIPT), workload]
+    if kind in TORCH_KINDS:
+        cmd = [sys.executable, str(TORCH_SCRIPT), workload + ("-floor" if kind == "tfloor" else "")]
     else:
         cmd = [sys.executable, "-m", "minilm.fast.bench", "--worker", workload, kind]
     if kind == "plain":
@@ -248,7 +311,7 @@ def run(workloads, steps: int = 30, warmup: int = 10, rounds: int = 2, use_torch
     """Every contender of every workload, ``rounds`` times in turn; returns the results by workload."""
     results = {}
     for w in workloads:
-        kinds = [k for k in CONTENDERS[w] if (k != "torch" or use_torch) and (k != "plain" or plain)]
+        kinds = [k for k in CONTENDERS[w] if (k not in TORCH_KINDS or use_torch) and (k != "plain" or plain)]
         got = {k: {"times": [], "round_ms": [], "peak_mb": 0.0} for k in kinds}
         for _ in range(rounds):
             for k in kinds:
@@ -309,6 +372,16 @@ def goal_rows(results: dict) -> list[dict]:
     return rows
 
 
+def blas_row(results: dict) -> dict | None:
+    """The Transformer's products alone in NumPy (floor) against PyTorch (tfloor), and where the first goal
+    would put the fast step against its own floor; None unless this run timed floor, tfloor and torch."""
+    rows = results.get("transformer", {})
+    if not all(k in rows for k in ("floor", "tfloor", "torch")):
+        return None
+    return {"floor_vs_tfloor": rows["floor"]["ms"] / rows["tfloor"]["ms"],
+            "goal_vs_floor": GOALS[0][4] * rows["torch"]["ms"] / rows["floor"]["ms"]}
+
+
 def format_goals(rows: list[dict]) -> str:
     """The goals' table; "rounds" is the smallest and largest of the same ratio taken within each round,
     which shows how much the machine's other work moved it during the run."""
@@ -346,10 +419,14 @@ def cmd_bench(args) -> int:
     after = os.getloadavg()[0]
     log(f"\ngoals, all figures from this run (load average {load:.1f} before, {after:.1f} after):")
     log(format_goals(goals))
+    blas = blas_row(results)
+    if blas:
+        log(f"\nthe products alone: NumPy's BLAS (floor) takes {blas['floor_vs_tfloor']:.2f}x PyTorch's (tfloor) on "
+            f"them; a fast step at {GOALS[0][4]:g}x PyTorch would be {blas['goal_vs_floor']:.2f}x its own floor")
     if args.json:
         print(json.dumps({"steps": args.steps, "warmup": args.warmup, "rounds": args.rounds, "cpus": os.cpu_count(),
                           "load_average": load, "load_average_after": after, "numpy": np.__version__,
-                          "results": results, "goals": goals}, indent=2))
+                          "results": results, "goals": goals, "blas": blas}, indent=2))
     return 0
 
 
