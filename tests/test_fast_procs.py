@@ -240,3 +240,88 @@ def test_transformer_split_follows_the_batch_shape(two_processes):
         scale = max(float(np.abs(g).max()) for g in grads.values())
         assert fast._split["shape"] == (B - B // 2, 7) and abs(fl - loss) <= TOL * loss
         assert max(float(np.abs(grads[k] - fg[k]).max()) for k in grads) <= TOL * scale
+
+
+# ---- half of the optimiser step in the second process (minilm.fast.flat.FlatParams.share) ----
+
+
+def plain_steps(cfg, p, x, y, n, model_kind):
+    from minilm import ngram, optim
+
+    plain, opt = {k: v.copy() for k, v in p.items()}, optim.init_state(p)
+    for _ in range(n):
+        if model_kind == "lstm":
+            _, grads, _ = lstm_lm.loss_grads_and_state(plain, cfg, x, y)
+        else:
+            _, grads = ngram.loss_and_grads(plain, cfg, x, y)
+        optim.clip_grad_norm(grads, 0.2)
+        optim.adamw_step(plain, grads, opt, 1e-2, 0.9, 0.99, weight_decay=0.1)
+    return plain, opt
+
+
+def ngram_case():
+    from minilm import ngram
+
+    r = np.random.default_rng(2)
+    cfg = ngram.NgramConfig(vocab_size=13, context=3, n_embd=4, n_hidden=6)
+    p = {k: v + 0.1 * r.standard_normal(v.shape) for k, v in ngram.init_params(cfg, r, np.float64).items()}
+    return cfg, p, r.integers(0, 13, (7, 3)), r.integers(0, 13, 7)
+
+
+@pytest.mark.parametrize("model_kind", ["lstm", "ngram"])
+def test_optimiser_step_in_two_halves_matches_plain(two_processes, monkeypatch, model_kind):
+    """Every model shares its flat buffers from SHARE_MIN entries (0 here): the gradient norm and the AdamW
+    step in two halves, one per process, give minilm.optim's parameters and moments; a peer killed between
+    steps leaves the buffers to this side, which goes on alone, and then shares them with the new peer."""
+    from minilm.fast import flat
+    from minilm.fast.ngram import FastNgram
+
+    monkeypatch.setattr(flat, "SHARE_MIN", 0)
+    if model_kind == "lstm":
+        cfg, p, x, y = case(n_layer=1)
+        fast, step = FastLSTMLM(cfg, p, np.float64), lambda m: m.step(x, y, 1e-2, 0.9, 0.99, 1e-8, 0.1, 0.2)
+    else:
+        cfg, p, x, y = ngram_case()
+        fast, step = FastNgram(cfg, p, np.float64), lambda m: m.step(x, y, 1e-2, 0.9, 0.99, 1e-8, 0.1, 0.2)
+    sizes = fast.flat.size, fast.flat.half()
+    assert 0 < sizes[1] < sizes[0] and fast.flat.n_decay > sizes[1]  # the peer's half has decayed rows too
+    for _ in range(2):
+        step(fast)
+    first = fast.flat.peer
+    assert fast.flat._shared() is first
+    os.kill(first.proc.pid, signal.SIGKILL)
+    first.proc.wait()
+    assert fast.flat._shared() is None
+    step(fast)  # alone
+    assert fast.flat._shared() is not None and fast.flat.peer is not first  # shared again, with the new peer
+    step(fast)
+    plain, opt = plain_steps(cfg, p, x, y, 4, model_kind)
+    assert max(float(np.abs(plain[k] - fast.params[k]).max()) for k in plain) <= TOL
+    state = fast.opt_state()
+    assert state["t"] == 4 and max(float(np.abs(opt["v"][k] - state["v"][k]).max()) for k in plain) <= TOL
+
+
+def test_optimiser_half_catches_a_wrong_peer_half(two_processes, monkeypatch):
+    """The comparison above fails when the peer's half of the step is left out (its rows keep their values)."""
+    from minilm.fast import flat
+    from minilm.fast.ngram import FastNgram
+
+    monkeypatch.setattr(flat, "SHARE_MIN", 0)
+    cfg, p, x, y = ngram_case()
+    fast = FastNgram(cfg, p, np.float64)
+    orig = flat.FlatParams.adamw_step
+
+    def here_only(self, *a, **k):
+        peer, self.peer = self.peer, None  # the peer's rows are skipped ...
+        try:
+            h = self.half()
+            self.size, size = h, self.size  # ... and this side updates only its own
+            return orig(self, *a, **k)
+        finally:
+            self.peer, self.size = peer, size
+
+    fast.step(x, y, 1e-2, 0.9, 0.99, 1e-8, 0.1, 0.2)  # shares
+    monkeypatch.setattr(flat.FlatParams, "adamw_step", here_only)
+    fast.step(x, y, 1e-2, 0.9, 0.99, 1e-8, 0.1, 0.2)
+    plain, _ = plain_steps(cfg, p, x, y, 2, "ngram")
+    assert max(float(np.abs(plain[k] - fast.params[k]).max()) for k in plain) > 1e-4

@@ -11,7 +11,8 @@ gradient and its two AdamW moments, all with the same offsets:
 The parameters that weight decay applies to (matrices, ``minilm.optim.decays``)
 come first, so decoupled decay is one multiply over ``p[:n_decay]``.  The
 AdamW step is minilm.optim.adam_step's formulas over the whole buffer, in
-cache-sized blocks on two threads, with gradient clipping folded in (the
+cache-sized blocks (adamw_rows): on two cores half of the rows in the second
+process (``share``), else on two threads, with gradient clipping folded in (the
 clipped gradient is ``scale * g``, so ``m`` and ``v`` take ``scale`` and
 ``scale**2``, and the gradient buffer itself is not rewritten).
 
@@ -26,9 +27,11 @@ import math
 
 import numpy as np
 
-from minilm.fast.threads import run_rows, scratch
+from minilm.fast import threads
+from minilm.fast.threads import n_threads, run_rows, scratch
 
 ALIGN = 16  # every array starts on a 64-byte boundary (16 float32)
+SHARE_MIN = 1 << 18  # entries from which an AdamW step split over two processes gains more than it waits
 
 
 class FlatParams:
@@ -61,15 +64,6 @@ class FlatParams:
         self.graw = {k: self.view(self.g, k) for k in self.offsets}
         self.params, self.grads = self.named(self.p), self.named(self.g)
 
-    def move_params(self, buffer) -> None:
-        """Put the parameters into ``buffer`` (memory shared with minilm.fast.peer's replica); the dicts of
-        views (``params``, ``raw``) stay the same objects, their entries now views of the new memory."""
-        new = np.ndarray(self.size, self.dtype, buffer=buffer)
-        new[...] = self.p
-        self.p = new
-        self.raw.update({k: self.view(new, k) for k in self.offsets})
-        self.params.update(self.named(new))
-
     def view(self, buf: np.ndarray, name: str) -> np.ndarray:
         off, shape = self.offsets[name]
         return buf[off : off + math.prod(shape)].reshape(shape)
@@ -95,9 +89,43 @@ class FlatParams:
                 raise ValueError(f"params[{k!r}] must have shape {mine[k].shape}, got {np.shape(a)}")
             mine[k][...] = a
 
+    # ---- the optimiser step, here or half of it in the second process ----
+
+    def share(self, peer) -> None:
+        """Move p, g, m and v into one buffer shared with ``peer`` (minilm.fast.procs), which keeps views of
+        the same memory: from then on grad_norm and adamw_step run half of the rows there, at the same time
+        (each process one core; threads of one process would wait at the interpreter lock, see
+        minilm.fast.procs).  The dicts of views keep their identity; their entries now view the new memory."""
+        n, item = self.size, self.dtype.itemsize
+        key, buffer = peer.share(4 * n * item)
+        new = [np.ndarray(n, self.dtype, buffer=buffer, offset=i * n * item) for i in range(4)]
+        for dst, src in zip(new, (self.p, self.g, self.m, self.v), strict=True):
+            dst[...] = src
+        self.p, self.g, self.m, self.v = new
+        self.raw.update({k: self.view(self.p, k) for k in self.offsets})
+        self.graw.update({k: self.view(self.g, k) for k in self.offsets})
+        self.params.update(self.named(self.p)), self.grads.update(self.named(self.g))
+        peer.call("flat", key, n, self.n_decay, self.dtype.str)
+        self.peer, self.key, self._buffer = peer, key, buffer
+
+    def _shared(self):
+        """The peer holding half of the rows, while it is alive and two cores are there; else None."""
+        peer = getattr(self, "peer", None)
+        return peer if peer is not None and peer.alive() and n_threads() == 2 else None
+
+    def half(self) -> int:
+        """Rows 0..half run here, half..size in the peer (a multiple of ALIGN)."""
+        return self.size // 2 // ALIGN * ALIGN
+
     def grad_norm(self) -> float:
         """sqrt(sum of g^2) over every gradient (minilm.optim.clip_grad_norm's norm)."""
-        return math.sqrt(float(np.dot(self.g, self.g)))
+        peer = self._shared()
+        if peer is None:
+            return math.sqrt(float(np.dot(self.g, self.g)))
+        h, here = self.half(), []
+        theirs = peer.run("flat_sumsq", [self.key, h, self.size], [], lambda front: here.append(
+            float(np.dot(self.g[:h], self.g[:h]))))
+        return math.sqrt(here[0] + theirs)
 
     def adamw_step(self, lr, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01, max_norm=0.0,
                    norm: float | None = None) -> float:
@@ -105,36 +133,17 @@ class FlatParams:
 
         Returns the gradient norm before clipping (``norm``, if the caller has it already).
         """
-        f = self.dtype.type
         norm = self.grad_norm() if norm is None else norm
         scale = max_norm / (norm + 1e-6) if max_norm > 0 and norm > max_norm else 1.0
         self.t += 1
-        bc1, bc2 = 1 - beta1**self.t, 1 - beta2**self.t
-        if weight_decay:
-            self.p[: self.n_decay] *= f(1 - lr * weight_decay)  # decoupled decay, matrices only
-        a1, a2 = f((1 - beta1) * scale), f((1 - beta2) * scale * scale)
-        b1, b2, step, c2, e = f(beta1), f(beta2), f(lr / bc1), f(bc2), f(eps)
-        p, g, m, v = self.p, self.g, self.m, self.v
-
-        def chain(lo, hi, store):
-            gb, mb, vb = g[lo:hi], m[lo:hi], v[lo:hi]
-            t = scratch(store, "t", gb.shape, gb.dtype)
-            mb *= b1
-            np.multiply(gb, a1, out=t)
-            mb += t  # m = b1 m + (1 - b1) g
-            vb *= b2
-            np.multiply(gb, gb, out=t)
-            t *= a2
-            vb += t  # v = b2 v + (1 - b2) g^2
-            np.divide(vb, c2, out=t)
-            np.sqrt(t, out=t)
-            t += e  # sqrt(v / bc2) + eps
-            u = scratch(store, "u", gb.shape, gb.dtype)
-            np.multiply(mb, step, out=u)
-            u /= t
-            p[lo:hi] -= u  # p -= lr / bc1 * m / (sqrt(v / bc2) + eps)
-
-        run_rows(chain, self.size, 1, min_rows=4096)
+        k = (lr, beta1, beta2, eps, weight_decay, scale, self.t)
+        peer = self._shared()
+        if peer is None:
+            adamw_rows(self.p, self.g, self.m, self.v, self.n_decay, 0, self.size, k)
+        else:
+            h = self.half()
+            peer.run("flat_adamw", [self.key, h, self.size, k], [], lambda front: adamw_rows(
+                self.p, self.g, self.m, self.v, self.n_decay, 0, h, k, alone=True))
         return norm
 
     def opt_state(self) -> dict:
@@ -163,9 +172,56 @@ class FlatModel:
     def load(self, params: dict) -> None:
         self.flat.load(params)
 
+    def _share_optimizer(self) -> None:
+        """On two cores, from SHARE_MIN entries: half of every optimiser step in the second process
+        (FlatParams.share), once per peer."""
+        if self.flat.size >= SHARE_MIN and n_threads() == 2 and self.flat._shared() is None:
+            from minilm.fast import procs
+
+            peer = procs.peer()
+            if peer is not None:
+                self.flat.share(peer)
+
     def opt_state(self) -> dict:
         return self.flat.opt_state()
 
     def load_opt_state(self, state: dict) -> None:
         self.flat.load_opt_state(state)
 
+
+def adamw_rows(p, g, m, v, n_decay: int, lo: int, hi: int, k, alone: bool = False) -> None:
+    """Rows lo..hi of the AdamW step, k = (lr, beta1, beta2, eps, weight_decay, scale, t): decoupled decay of
+    p[:n_decay] (the matrices), then minilm.optim.adam_step's update with the gradient scale * g (clipping).
+    ``alone``: on this thread only (the other half of the rows runs in the second process)."""
+    lr, beta1, beta2, eps, weight_decay, scale, t = k
+    f = p.dtype.type
+    bc1, bc2 = 1 - beta1**t, 1 - beta2**t
+    if weight_decay and lo < n_decay:
+        p[lo : min(hi, n_decay)] *= f(1 - lr * weight_decay)  # decoupled decay, matrices only
+    a1, a2 = f((1 - beta1) * scale), f((1 - beta2) * scale * scale)
+    b1, b2, step, c2, e = f(beta1), f(beta2), f(lr / bc1), f(bc2), f(eps)
+
+    def chain(r0, r1, store):
+        r0, r1 = lo + r0, lo + r1
+        gb, mb, vb = g[r0:r1], m[r0:r1], v[r0:r1]
+        t = scratch(store, "t", gb.shape, gb.dtype)
+        mb *= b1
+        np.multiply(gb, a1, out=t)
+        mb += t  # m = b1 m + (1 - b1) g
+        vb *= b2
+        np.multiply(gb, gb, out=t)
+        t *= a2
+        vb += t  # v = b2 v + (1 - b2) g^2
+        np.divide(vb, c2, out=t)
+        np.sqrt(t, out=t)
+        t += e  # sqrt(v / bc2) + eps
+        u = scratch(store, "u", gb.shape, gb.dtype)
+        np.multiply(mb, step, out=u)
+        u /= t
+        p[r0:r1] -= u  # p -= lr / bc1 * m / (sqrt(v / bc2) + eps)
+
+    if alone:
+        with threads.alone():
+            run_rows(chain, hi - lo, 1, min_rows=4096)
+    else:
+        run_rows(chain, hi - lo, 1, min_rows=4096)

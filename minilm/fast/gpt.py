@@ -215,15 +215,14 @@ class FastTransformer(FlatModel):
     def _make_split(self, peer, Bh: int, T: int) -> dict:
         """Shared parameter, gradient and id buffers and the peer's FastTransformer over them."""
         size, dt = self.flat.size, self.dtype
-        (p_key, p_buf), (g_key, g_buf) = peer.share(size * dt.itemsize), peer.share(size * dt.itemsize)
-        io_key, io = peer.share(2 * Bh * T * 8 + 8)
-        key = p_key
-        self.flat.move_params(p_buf)  # from now on the replica reads the parameters AdamW writes
-        peer.call("tf_model", key, self.cfg, dt.str, p_key, g_key, io_key)
+        if self.flat._shared() is not peer:
+            self.flat.share(peer)  # p, g, m, v: the replica reads the parameters AdamW writes; half the step there
+        (g_key, g_buf), (io_key, io) = peer.share(size * dt.itemsize), peer.share(2 * Bh * T * 8 + 8)
+        key = g_key
+        peer.call("tf_model", key, self.cfg, dt.str, self.flat.key, g_key, io_key)
         ids = np.ndarray((2, Bh, T), np.int64, buffer=io)
         return dict(peer=peer, shape=(Bh, T), key=key, g=np.ndarray(size, dt, buffer=g_buf), ids=ids,
-                    loss=np.ndarray((1,), np.float64, buffer=io, offset=ids.nbytes),
-                    buffers=(p_buf, g_buf, io))
+                    loss=np.ndarray((1,), np.float64, buffer=io, offset=ids.nbytes), buffers=(g_buf, io))
 
     @on_one_thread
     def logits(self, idx: np.ndarray) -> np.ndarray:
@@ -447,6 +446,7 @@ class FastTransformer(FlatModel):
 
         A non-finite loss or gradient norm leaves the parameters untouched (the caller decides what to do).
         """
+        self._share_optimizer()
         loss = self.forward_backward(idx, targets, rng)
         norm = self.flat.grad_norm()
         if not (math.isfinite(loss) and math.isfinite(norm)):

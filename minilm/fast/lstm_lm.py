@@ -135,6 +135,7 @@ class FastLSTMLM(FlatModel):
     def step(self, idx, targets, lr, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01, max_norm=0.0,
              state=None):
         """Loss and gradients, clipping, AdamW; returns (loss, gradient norm, final state).  Non-finite: no update."""
+        self._share_optimizer()
         loss, final = self.forward_backward(idx, targets, state)
         norm = self.flat.grad_norm()
         if math.isfinite(loss) and math.isfinite(norm):

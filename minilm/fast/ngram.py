@@ -104,6 +104,7 @@ class FastNgram(FlatModel):
     def step(self, ctx, targets, lr, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01,
              max_norm=0.0) -> tuple[float, float]:
         """Loss and gradients, clipping, AdamW; returns (loss, gradient norm).  Non-finite: no update."""
+        self._share_optimizer()
         loss = self.forward_backward(ctx, targets)
         norm = self.flat.grad_norm()
         if math.isfinite(loss) and math.isfinite(norm):

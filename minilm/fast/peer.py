@@ -9,6 +9,8 @@ Commands (each a pickled tuple on stdin, each answered on stdout):
     half_forward, half_backward   one LSTM layer on the second half of a batch (minilm.fast.lstm._split_forward)
     tf_model, tf_half       a FastTransformer over shared parameters; its loss and gradients on the second half
                             of a batch (minilm.fast.gpt: FastTransformer._split_forward_backward)
+    flat, flat_sumsq, flat_adamw   a model's p, g, m, v over a shared buffer; the second half's share of the
+                            gradient norm and of the AdamW step (minilm.fast.flat.FlatParams.share)
 """
 
 from __future__ import annotations
@@ -24,13 +26,14 @@ import numpy as np
 from minilm.fast import kernels as K
 from minilm.fast import procs
 from minilm.fast.blas import one_thread
+from minilm.fast.flat import adamw_rows
 
 
 def serve(cmd_fd: int, reply_fd: int, marks_in: int, marks_out: int) -> None:
     """Answer commands until the other side closes the command pipe."""
     from minilm.fast import lstm as L
 
-    buffers, workspaces, models = {}, {}, {}
+    buffers, workspaces, models, flats = {}, {}, {}, {}
     while (msg := procs._receive(cmd_fd)) is not None:
         op, *args = msg
         try:
@@ -68,12 +71,25 @@ def serve(cmd_fd: int, reply_fd: int, marks_in: int, marks_out: int) -> None:
                         for l in layers:
                             L._gradients(wss[l])
             elif op == "forget":
-                workspaces.pop(args[0], None), models.pop(args[0], None)
+                workspaces.pop(args[0], None), models.pop(args[0], None), flats.pop(args[0], None)
+            elif op == "flat":  # minilm.fast.flat.FlatParams.share: p, g, m, v over one shared buffer
+                key, n, n_decay, dtype = args
+                buf, dt = buffers.pop(key), np.dtype(dtype)
+                flats[key] = ([np.ndarray(n, dt, buffer=buf, offset=i * n * dt.itemsize) for i in range(4)], n_decay)
+            elif op == "flat_sumsq":  # the second half's share of the gradient norm
+                key, lo, hi = args[0]
+                g = flats[key][0][1][lo:hi]
+                with one_thread():
+                    result = float(np.dot(g, g))
+            elif op == "flat_adamw":  # the second half's rows of the AdamW step
+                key, lo, hi, k = args[0]
+                (p, g, m, v), n_decay = flats[key]
+                adamw_rows(p, g, m, v, n_decay, lo, hi, k)
             elif op == "tf_model":
                 from minilm.fast.gpt import FastTransformer
 
-                key, cfg, dtype, p_key, g_key, io_key = args
-                models[key] = (FastTransformer(cfg, dtype=np.dtype(dtype), buffers=(buffers.pop(p_key),
+                key, cfg, dtype, flat_key, g_key, io_key = args  # the parameters: p of a shared flat
+                models[key] = (FastTransformer(cfg, dtype=np.dtype(dtype), buffers=(flats[flat_key][0][0],
                                                                                     buffers.pop(g_key))),
                                buffers.pop(io_key))
             elif op == "tf_half":

@@ -11,7 +11,9 @@ kept, for
 * the odd layers of a stacked LSTM (minilm.fast.lstm.stack_forward_tm /
   stack_backward_tm), a chunk of steps behind the layer below;
 * the second half of the batch of one LSTM layer (lstm_forward with a peer)
-  or of a Transformer step without dropout (minilm.fast.gpt).
+  or of a Transformer step without dropout (minilm.fast.gpt);
+* the second half of the rows of a model's optimiser step, the gradient norm
+  and AdamW (minilm.fast.flat.FlatParams.share).
 
 How:
 
@@ -204,8 +206,9 @@ class Peer:
     def mirror(self, key: int, shape, layout) -> None:
         self.call("workspace", key, shape, layout)
 
-    def run(self, op: str, keys, peer_layers, here, *args) -> None:
-        """Command ``op`` on the layers ``peer_layers`` there while ``here(front)`` runs the others here."""
+    def run(self, op: str, keys, peer_layers, here, *args):
+        """Command ``op`` on the layers ``peer_layers`` there while ``here(front)`` runs the others here;
+        returns the peer's result."""
         _send(self.cmd_fd, (op, keys, peer_layers, *args))
         front = Front(self.marks_in, self.marks_out, len(keys), 1 if op == "forward" else -1, watch=self.reply_fd)
         try:
@@ -222,7 +225,7 @@ class Peer:
             _reset(self, error)
             raise
         try:
-            self._reply()
+            return self._reply()
         except BaseException as error:
             _reset(self, error, stopped=True)
             raise
