@@ -1,0 +1,356 @@
+"""Regenerate the README's Performance section from one run of each command it shows.
+
+    python benchmarks/readme_performance.py              # every run (about 15 minutes on 2 cores)
+    python benchmarks/readme_performance.py --dry-run    # print the section instead of writing it
+    python benchmarks/readme_performance.py --keep runs.json   # and save every output;
+    python benchmarks/readme_performance.py --from runs.json   # then rewrite the prose around them, running nothing
+
+Runs one after the other, on this machine, as they are:
+
+    python -m minilm bench --plain --rounds 3 --json
+    MINILM_PROCESSES=0 python -m minilm bench --rounds 3 --json      (everything in one process)
+    python -m minilm bench --profile
+    python benchmarks/busy_neighbour.py --json
+    python benchmarks/shakespeare.py
+    python benchmarks/shakespeare.py --model lstm
+
+and writes the section between the README's ``<!-- performance:begin -->`` and
+``<!-- performance:end -->`` lines: each command's output as it printed it, and
+every figure the prose states read off that output (its JSON, or a line of
+it).  The machine should be otherwise idle; each output carries the load
+average it saw.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+README = HERE.parent / "README.md"
+BEGIN, END = "<!-- performance:begin -->", "<!-- performance:end -->"
+
+
+def run(cmd: list[str], env: dict | None = None) -> subprocess.CompletedProcess:
+    print("$", " ".join(cmd), flush=True)
+    done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})}, cwd=HERE.parent)
+    if done.returncode:
+        raise SystemExit(f"{' '.join(cmd)} failed (exit status {done.returncode}):\n{done.stderr[-3000:]}")
+    return done
+
+
+def split_json(text: str):
+    """(the text before a trailing JSON document, the document) of an output that ends with one."""
+    lines = text.rstrip().splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith(("{", "[")):
+            try:
+                return "\n".join(lines[:i]).rstrip(), json.loads("\n".join(lines[i:]))
+            except json.JSONDecodeError:
+                continue
+    raise ValueError("no JSON at the end of the output")
+
+
+def number(pattern: str, text: str) -> str:
+    m = re.search(pattern, text)
+    if m is None:
+        raise ValueError(f"{pattern!r} not in the output")
+    return m.group(1)
+
+
+def bench_figures(js: dict) -> dict:
+    """The figures the prose takes from one bench run's JSON."""
+    r, goals = js["results"], {g["goal"].split(",")[0].split(" ")[0] + str(g["target"]): g for g in js["goals"]}
+    tf, ls = r["transformer"], r["lstm"]
+    f = {"load": f"{js['load_average']:.1f}", "load_after": f"{js['load_average_after']:.1f}",
+         "tf_torch": f"{tf['fast']['vs_torch']:.2f}", "tf_floor": f"{tf['fast']['vs_floor']:.2f}",
+         "lstm_torch": f"{ls['fast']['vs_torch']:.2f}"}
+    for key, g in (("tf_torch", goals.get("Transformer0.8")), ("tf_floor", goals.get("Transformer1.3")),
+                   ("lstm_torch", goals.get("LSTM1.25"))):
+        if g:
+            f[key + "_status"] = g["status"]
+            f[key + "_rounds"] = f"{g['rounds'][0]:.2f}-{g['rounds'][1]:.2f}x"
+    if "peak" + "250" in goals:
+        f["peak"] = f"{goals['peak250']['figure']:.0f}"
+    for w in ("ngram-27", "ngram-10000"):
+        if w in r:
+            f[w] = f"{r[w]['fast']['vs_torch']:.2f}" if "vs_torch" in r[w]["fast"] else "?"
+    if js.get("blas"):
+        f["blas"] = f"{js['blas']['floor_vs_tfloor']:.2f}"
+        f["goal_floor"] = f"{js['blas']['goal_vs_floor']:.2f}"
+    return f
+
+
+def shakespeare_figures(js: list[dict]) -> dict:
+    by = {("torch" if r["who"].startswith("PyTorch") else "minilm"): r for r in js}
+    mine, theirs = by["minilm"], by["torch"]
+    return {"val": f"{mine['val_loss']:.3f}", "torch_val": f"{theirs['val_loss']:.3f}",
+            "peak": f"{mine.get('peak_mb', 0):.0f}", "ratio": f"{mine['train_seconds'] / theirs['train_seconds']:.2f}",
+            "gap": f"{abs(mine['val_loss'] - theirs['val_loss']):.3f}"}
+
+
+def met(figure: str, goal: float) -> str:
+    return "met" if float(figure) <= goal else "not met"
+
+
+def section(out: dict) -> str:
+    b, b1, p, busy, st, sl = (out[k] for k in ("bench", "one", "profile", "busy", "shakespeare", "lstm"))
+    B, B1 = bench_figures(b["json"]), bench_figures(b1["json"])
+    S, SL = shakespeare_figures(st["json"]), shakespeare_figures(sl["json"])
+    q, bb, one = busy["json"]["quiet"], busy["json"]["busy"], busy["json"]["busy, 1 thread"]
+    many = next(v for k, v in busy["json"].items() if k.startswith("busy, ") and k != "busy, 1 thread")
+    busy_ratio, one_ratio = bb["train_seconds"] / q["train_seconds"], bb["train_seconds"] / one["train_seconds"]
+    many_ratio = many["train_seconds"] / q["train_seconds"]
+    P = {"step_floor": number(r"step / floor ([\d.]+)", p["text"]),
+         "fwd_us": number(r"forward loop over t\s+[\d.]+ ms\s+([\d.]+) us", p["text"]),
+         "bwd_us": number(r"backward loop over t\s+[\d.]+ ms\s+([\d.]+) us", p["text"]),
+         "faults_kept": number(r"page faults per call: (\d+) with the Workspace kept", p["text"]),
+         "faults_fresh": number(r"kept, (\d+) with a fresh one", p["text"]),
+         "transpose": number(r"blas.transpose [\d.]+ us \(([\d.]+)x\)", p["text"])}
+    blas_line = (f"On the products alone PyTorch is the faster: NumPy's BLAS (floor) takes {B['blas']}x as long as "
+                 f"PyTorch's (tfloor) on the same list of products, and a fast step at 0.8x PyTorch would be "
+                 f"{B['goal_floor']}x its own floor.") if "blas" in B else ""
+    return f"""{BEGIN}
+## Performance
+
+minilm is for reading, but a class that waits ten minutes for every
+experiment learns less.  `minilm/fast/` trains the same models faster: the
+same formulas and parameter names, each function naming the plain one it
+mirrors, and tests (`tests/test_fast.py`, `tests/test_fast_gpt.py`,
+`tests/test_fast_procs.py`) that compare losses, gradients and whole AdamW
+steps with the plain models in float64 (they agree to 1e-10 or better; the
+gradient checks run on the plain code).  `minilm train --fast` covers every
+language model and configuration `train` offers: the Transformer pre- or
+post-LN (the text's), ReLU or GELU, sinusoidal or learned positions, with or
+without dropout, the masked LM, the LSTM LM and the n-gram model.  It draws
+the same batches, masks and dropout from the run's generator as the plain
+step, and checkpoints are the same.  `--model seq2seq` and `--model las` have
+no fast path yet: `--fast` refuses them in one line.  What the fast path does
+differently:
+
+* parameters, gradients and AdamW moments are one flat float32 buffer each,
+  updated in place (decayed matrices first: weight decay is one multiply);
+* every activation lives in a buffer allocated once and reused by every step;
+* W_q, W_k, W_v are column blocks of one (C, 3C) matrix: one product gives
+  q, k, v, and the heads are strided views of it (no copies, no einsum);
+* the causal mask is added (0 or -inf), not `np.where`; LayerNorm's and
+  softmax's row sums are matrix-vector products; GELU is the plain code's
+  sigmoid form, branch-free, without the clamp pass (exp may overflow to
+  s = 0 instead), and the backward reuses its sigmoid; the embedding gradient
+  of a small vocabulary is one product with a one-hot matrix instead of
+  `np.add.at`;
+* NumPy does elementwise work on one core: long chains (GELU, AdamW) run in
+  cache-sized blocks of 64k elements;
+* OpenBLAS makes its threads wait for each other by spinning, and they go on
+  spinning for a while after a product returns, on the core the fast path's
+  second thread or process needs: every fast model's step, forward and
+  evaluation runs with BLAS on one thread throughout
+  (`minilm/fast/blas.py`, tested), and the fast path splits the large
+  products itself;
+* two threads of one process help the many short NumPy calls of an
+  elementwise chain or a loop over time steps far less than the products:
+  each call gives the interpreter lock up and takes it back, and two threads
+  making many short calls spend their time handing it over.  So on two
+  cores the work is split over two processes (`minilm/fast/procs.py` starts
+  the second, `minilm/fast/peer.py` is what it runs), over memory both map:
+  a Transformer step without dropout runs as two halves of the batch, each
+  the whole forward and backward on one core, the loss and gradients being
+  the halves' means weighted by their counted targets; every model's
+  optimiser step (gradient norm and AdamW) runs half of its rows in each
+  process.  An error on either side is raised in the caller and the second
+  process replaced; `MINILM_PROCESSES=0` keeps everything in one process
+  (two threads: the Transformer's weight-gradient products then go to the
+  second thread behind the backward chain);
+* the LSTM (`minilm/fast/lstm.py`): the loop over t cannot be split, and
+  NumPy pays about a microsecond per call inside it, so the loop makes as few
+  calls as the formulas allow.  One `tanh` gives all four gates (sigmoid(a)
+  = (1 + tanh(a/2)) / 2, the halving folded into copies of W_x, W_h and b
+  made once per call, the gates stored in the order i, f, o, g so the
+  sigmoids are one block); the gates' derivatives are computed a chunk of 8
+  steps at a time before the backward loop enters it; the recurrent products
+  h_{{t-1}} W_h and dA_t W_h^T are made a block of W_h's columns at a time, each
+  small enough for OpenBLAS's small-matrix kernel; W_h^T and W_x^T are copied
+  by OpenBLAS's transpose, not NumPy's strided copy; every array and every
+  per-step view of it lives in a workspace allocated once per shape.  On two
+  cores one layer with a batch of 32 rows or more runs the second half of the
+  batch in the second process (the rows are independent; the weights'
+  gradients are summed at the end); a stack of layers (the LSTM LM) runs as a
+  wavefront, the odd layers in the second process, layer 2 working on steps
+  t0..t0+7 as soon as layer 1 has finished them, with four bytes through a
+  pipe for each finished chunk.  For the LSTM LM's character vocabulary the
+  embeddings' gradient is (onehot dA_0) W_x0^T, fewer multiply-adds than
+  making layer 1's input gradient dx first.
+
+```bash
+python -m minilm bench --plain --rounds 3    # every workload and every goal's figure, from one run
+python -m minilm bench --profile             # where the fast Transformer step and LSTM call spend their time
+python benchmarks/shakespeare.py                # nanoGPT's recipe on tinyshakespeare, PyTorch then minilm --fast
+python benchmarks/shakespeare.py --model lstm   # the 2-layer LSTM LM likewise (--only torch / minilm: one half)
+python benchmarks/busy_neighbour.py             # the main command with a busy-loop process beside it
+python benchmarks/readme_performance.py         # all of the above, written into this section
+```
+
+Measured on this project's machine (2 cores, NumPy {b['json']['numpy']} with
+OpenBLAS, PyTorch 2.13 CPU) while it was otherwise idle, each block below
+from one run of the command above it, with the load average it printed; the
+whole section is written by `python benchmarks/readme_performance.py`.
+
+`python -m minilm bench --plain --rounds 3` (each contender in its own process, taking turns):
+
+```
+{b['text']}
+```
+
+Of the goals, the fast Transformer step is {B['tf_torch']}x PyTorch eager with
+its fused attention and fused AdamW (goal 0.8x: {B.get('tf_torch_status', '?')}) and
+{B['tf_floor']}x its own matmul floor (goal 1.3x: {B.get('tf_floor_status', '?')}); the LSTM is
+{B['lstm_torch']}x `nn.LSTM` (goal 1.25x, 1.5x acceptable: {B.get('lstm_torch_status', '?')}); peak
+memory is {B.get('peak', '?')} MB (goal 250 MB). The "rounds" column is the same ratio within
+each of the three rounds, where the contenders ran one right after the other
+({B.get('tf_torch_rounds', '')}, {B.get('tf_floor_rounds', '')} and {B.get('lstm_torch_rounds', '')}): the
+machine's other work moves a ratio by about that much from run to run.  The n-gram models are
+{B['ngram-27']}x and {B['ngram-10000']}x PyTorch.  The matmul floor is the products of the fast
+Transformer step alone, made as the step makes them (on two cores, half of
+the batch in each of two processes, one thread each), and tfloor the same
+products in PyTorch on its own threads.  {blas_line}  Peak memory is the
+whole process's peak resident size, and with a second process that
+process's peak added.
+
+The same bench in one process, `MINILM_PROCESSES=0 python -m minilm bench --rounds 3`
+(two threads; load average {B1['load']} before, {B1['load_after']} after), gave the Transformer step
+{B1['tf_torch']}x PyTorch and {B1['tf_floor']}x its floor (the floor there made on two threads), the LSTM
+{B1['lstm_torch']}x `nn.LSTM`, the n-gram models {B1['ngram-27']}x and {B1['ngram-10000']}x.
+
+**Where the time goes.** `python -m minilm bench --profile` times each kernel
+of one fast step in CPU time on one thread, against the same products alone:
+
+```
+{p['text']}
+```
+
+On one thread the Transformer step is {P['step_floor']}x its products: above them,
+attention's softmax and masking (the parts of `attention_*` that are not
+products), GELU forward and backward, LayerNorm and AdamW, elementwise passes
+NumPy cannot fuse.  In the LSTM call the two loops over t cost {P['fwd_us']} and
+{P['bwd_us']} us per time step; a fresh set of arrays for every call costs
+{P['faults_fresh']} minor page faults per call, the kept Workspace {P['faults_kept']}; OpenBLAS's
+transpose copies a (256, 1024) W {P['transpose']}x faster than NumPy.
+
+**The busy neighbour.** `python benchmarks/busy_neighbour.py` runs the
+README's main command four times: on the quiet machine, then with one
+`while True: pass` process beside it, letting the command choose its BLAS
+threads, with `--threads 1` and with every core's thread (what OpenBLAS's
+default would use on this machine):
+
+```
+{busy['text']}
+```
+
+With a busy neighbour the main command trains in {busy_ratio:.2f}x its quiet time (goal at most
+1.3x: {met(f'{busy_ratio:.2f}', 1.3)}) and in {one_ratio:.2f}x the time with one thread forced; every core's thread,
+OpenBLAS's default, takes {many_ratio:.2f}x the quiet time.
+
+**Quality at speed.** nanoGPT's CPU recipe on tinyshakespeare (characters,
+first 90% for training, last 10% for validation; 4 layers, 4 heads, width
+128, block 64, batch 12, pre-LN, GELU, tied embeddings, learned positions,
+dropout 0; 2000 steps of AdamW, beta2 0.99, weight decay 0.1, clipping at
+1.0), with the learning rate raised from nanoGPT's 1e-3 to 2e-3 (100 warmup
+steps, cosine decay to 2e-4), PyTorch then minilm `--fast`, back to back.
+`python benchmarks/shakespeare.py` (the data: a copy beside the repository
+if there is one, else minilm's verified download) runs for minilm:
+
+```bash
+{st['command']}
+```
+
+and printed:
+
+```
+{st['text']}
+```
+
+minilm reaches a validation loss of {S['val']} over the whole split (goal at most
+1.75: {met(S['val'], 1.75)}; PyTorch with nanoGPT's initialisation {S['torch_val']} on the same recipe),
+with {S['peak']} MB of peak memory (both processes; goal at most 250 MB: {met(S['peak'], 250)}), in
+{S['ratio']}x PyTorch's training time (goal 0.8x: {met(S['ratio'], 0.8)}).  The LSTM LM
+(`python benchmarks/shakespeare.py --model lstm`: 2 layers of 256 units,
+embeddings of 256, the same data, batch, block, steps and schedule, lr 3e-3)
+starts both sides from the same parameters on the same batches:
+
+```
+{sl['text']}
+```
+
+The two validation losses differ by {SL['gap']} (goal at most 0.02: {met(SL['gap'], 0.02)}); minilm
+takes {SL['ratio']}x `nn.LSTM`'s time (goal 1.25x: {met(SL['ratio'], 1.25)}), its two layers running as
+a wavefront on the two cores.
+{END}"""
+
+
+def shakespeare(model: str) -> dict:
+    done = run([sys.executable, str(HERE / "shakespeare.py"), "--model", model])
+    lines = done.stdout.rstrip().splitlines()
+    command = next(line[2:] for line in lines if line.startswith("$ "))
+    text, js = split_json("\n".join(lines[lines.index(next(ln for ln in lines if ln.startswith(model + ","))):]))
+    return {"text": text, "json": js, "command": wrap(command.replace(" --out ", " --out ").strip())}
+
+
+def wrap(command: str, width: int = 110) -> str:
+    """A long command over several lines, continued with backslashes; the temporary paths named simply."""
+    command = re.sub(r"--data \S+", "--data tinyshakespeare.txt", command)
+    command = re.sub(r" --out \S+", "", command)
+    words, lines, line = command.split(), [], "python"
+    for w in words[1:] if words[0].endswith("python") or "/" in words[0] else words:
+        if len(line) + 1 + len(w) > width:
+            lines.append(line + " \\")
+            line = "    " + w
+        else:
+            line += " " + w
+    return "\n".join(lines + [line])
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dry-run", action="store_true", help="print the section instead of writing the README")
+    ap.add_argument("--keep", metavar="FILE", help="also save every command's output to FILE (JSON)")
+    ap.add_argument("--from", dest="source", metavar="FILE",
+                    help="write the section from the outputs a --keep run saved, without running anything")
+    a = ap.parse_args(argv)
+    out = json.loads(Path(a.source).read_text()) if a.source else outputs()
+    if a.keep:
+        Path(a.keep).write_text(json.dumps(out))
+    new = section(out)
+    if a.dry_run:
+        print(new)
+        return 0
+    readme = README.read_text()
+    if BEGIN not in readme or END not in readme:
+        raise SystemExit(f"README.md has no {BEGIN} ... {END} lines to write between")
+    head, rest = readme.split(BEGIN, 1)
+    README.write_text(head + new + rest.split(END, 1)[1])
+    print(f"wrote the Performance section of {README}")
+    return 0
+
+
+def outputs() -> dict:
+    """Every command's output, run one after the other."""
+    py = sys.executable
+    out = {}
+    done = run([py, "-m", "minilm", "bench", "--plain", "--rounds", "3", "--json"])
+    out["bench"] = {"text": done.stderr.rstrip(), "json": json.loads(done.stdout)}
+    done = run([py, "-m", "minilm", "bench", "--rounds", "3", "--json"], {"MINILM_PROCESSES": "0"})
+    out["one"] = {"text": done.stderr.rstrip(), "json": json.loads(done.stdout)}
+    out["profile"] = {"text": run([py, "-m", "minilm", "bench", "--profile"]).stdout.rstrip()}
+    text, js = split_json(run([py, str(HERE / "busy_neighbour.py"), "--json"]).stdout)
+    out["busy"] = {"text": text, "json": js}
+    out["shakespeare"], out["lstm"] = shakespeare("transformer"), shakespeare("lstm")
+    return out
+
+
+if __name__ == "__main__":
+    sys.exit(main())
