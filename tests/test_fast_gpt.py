@@ -246,6 +246,9 @@ def test_train_fast_matches_plain_and_keeps_the_checkpoint(tmp_path):
     # Every other parameter agrees to float32 rounding.
     diff = {k: float(np.abs(a["params"][k] - b["params"][k]).max()) for k in a["params"]}
     assert max(d for k, d in diff.items() if not k.endswith("attn.b_k")) < 1e-6, diff
+    for moment in ("m", "v"):  # the checkpoint's moments are the ones AdamW updated (after they moved, too)
+        diff = {k: float(np.abs(a["opt_state"][moment][k] - b["opt_state"][moment][k]).max()) for k in a["params"]}
+        assert max(d for k, d in diff.items() if not k.endswith("attn.b_k")) < 1e-6, (moment, diff)
 
 
 def test_train_fast_refuses_what_it_cannot_train(tmp_path, capsys):

@@ -95,6 +95,32 @@ def test_resume_gives_the_same_result_as_an_uninterrupted_run(model, extra, corp
     assert straight["val_loss"] == resumed["val_loss"]
 
 
+@pytest.mark.parametrize("model", ["transformer", "lstm", "ngram"])
+def test_fast_resume_continues_the_run(model, corpus, tmp_path, monkeypatch):
+    """--fast, paused and resumed: the parameters and AdamW moments of the uninterrupted run, to float32
+    rounding (the fast path's sums are not bit for bit those of a fresh start), with the optimiser step split
+    over two processes from the first step (its moments move into shared memory: the checkpoint must hold
+    the moved ones)."""
+    from minilm.fast import flat
+
+    monkeypatch.setattr(flat, "SHARE_MIN", 0)
+    needs(model)
+    train(opts_for(model, corpus, tmp_path / "a", steps=12, eval_every=5, fast=True), **QUIET)
+    train(opts_for(model, corpus, tmp_path / "b", steps=12, eval_every=5, stop_after=7, fast=True), **QUIET)
+    train(TrainOptions(out=str(tmp_path / "b")), resume=True, **QUIET)
+    a, b = checkpoint.load(tmp_path / "a" / "checkpoint.npz"), checkpoint.load(tmp_path / "b" / "checkpoint.npz")
+    assert a["meta"]["step"] == b["meta"]["step"] == 12 and a["opt_state"]["t"] == b["opt_state"]["t"] == 12
+    for k in a["params"]:
+        if k.endswith("attn.b_k"):  # a gradient of exactly 0 in theory: rounding noise, which Adam turns into steps
+            continue
+        scale = float(np.abs(a["params"][k]).max()) + 1e-3
+        assert float(np.abs(a["params"][k] - b["params"][k]).max()) <= 1e-5 * scale, k
+        for moment in ("m", "v"):
+            ref = a["opt_state"][moment][k]
+            err = float(np.abs(ref - b["opt_state"][moment][k]).max())
+            assert err <= 1e-4 * (float(np.abs(ref).max()) + 1e-12), (moment, k)
+
+
 def test_resume_refuses_changed_settings_and_changed_data(corpus, tmp_path):
     needs("ngram")
     train(opts_for("ngram", corpus, tmp_path, steps=6, eval_every=3, stop_after=3), **QUIET)

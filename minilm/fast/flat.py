@@ -63,6 +63,7 @@ class FlatParams:
         self.raw = {k: self.view(self.p, k) for k in self.offsets}  # the stored arrays, by storage name
         self.graw = {k: self.view(self.g, k) for k in self.offsets}
         self.params, self.grads = self.named(self.p), self.named(self.g)
+        self.moments = self.named(self.m), self.named(self.v)  # kept, like params: a caller may hold them
 
     def view(self, buf: np.ndarray, name: str) -> np.ndarray:
         off, shape = self.offsets[name]
@@ -105,6 +106,7 @@ class FlatParams:
         self.raw.update({k: self.view(self.p, k) for k in self.offsets})
         self.graw.update({k: self.view(self.g, k) for k in self.offsets})
         self.params.update(self.named(self.p)), self.grads.update(self.named(self.g))
+        self.moments[0].update(self.named(self.m)), self.moments[1].update(self.named(self.v))
         peer.call("flat", key, n, self.n_decay, self.dtype.str)
         self.peer, self.key, self._buffer = peer, key, buffer
 
@@ -148,12 +150,11 @@ class FlatParams:
 
     def opt_state(self) -> dict:
         """minilm.optim's state dict ({"t", "m", "v"}) whose arrays are views of the moment buffers."""
-        return {"t": self.t, "m": self.named(self.m), "v": self.named(self.v)}
+        return {"t": self.t, "m": self.moments[0], "v": self.moments[1]}  # views, current after share()
 
     def load_opt_state(self, state: dict) -> None:
         self.t = int(state["t"])
-        for buf, key in ((self.m, "m"), (self.v, "v")):
-            mine = self.named(buf)
+        for mine, key in zip(self.moments, ("m", "v"), strict=True):
             for k, a in state[key].items():
                 mine[k][...] = a
 
