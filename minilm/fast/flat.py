@@ -181,7 +181,10 @@ class FlatModel:
 
             peer = procs.peer()
             if peer is not None:
-                self.flat.share(peer)
+                try:
+                    self.flat.share(peer)
+                except (OSError, procs.PeerError):  # no shared memory to be had: the step stays here
+                    pass
 
     def opt_state(self) -> dict:
         return self.flat.opt_state()

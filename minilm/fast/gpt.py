@@ -21,7 +21,9 @@ differs is how the work is laid out:
 * without dropout, on two cores, the step runs as two processes instead, each the
   whole forward and backward on half of the batch (_split_forward_backward,
   minilm.fast.procs): two threads of one process gain little on the
-  elementwise passes, two processes do not share an interpreter lock;
+  elementwise passes, two processes do not share an interpreter lock; the
+  parameters, gradients and AdamW moments are in memory both map, and half
+  of the gradient norm and of AdamW runs in each (minilm.fast.flat.FlatParams.share);
 * the causal mask is added to the scores (0 or -inf) instead of np.where;
 * dropout masks are drawn from the caller's generator in the plain model's
   order (embeddings, then each block's attention and feed-forward outputs),
