@@ -530,3 +530,23 @@ def test_fast_steps_keep_blas_on_one_thread(monkeypatch):
     names = {n for n, _ in seen}
     assert names == {"cross_entropy_inplace", "grad_norm", "_gradients"} and len(seen) >= 8
     assert all(threads == 1 for _, threads in seen), seen
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_axpby_both_ways(dtype, monkeypatch):
+    """minilm.fast.blas.axpby: y = alpha x + beta y, through OpenBLAS and through NumPy (no OpenBLAS, or a
+    strided x), the same numbers to rounding."""
+    from minilm.fast import blas
+
+    r = np.random.default_rng(0)
+    x, y = r.standard_normal((2, 1000)).astype(dtype)
+    want = 0.3 * x.astype(np.float64) - 1.7 * y
+    tol = 1e-6 if dtype == np.float32 else 1e-14
+    for strided in (False, True):
+        got = y.copy()
+        blas.axpby(0.3, np.repeat(x, 2)[::2] if strided else x, -1.7, got)
+        assert got.dtype == dtype and np.abs(got - want).max() <= tol * np.abs(want).max()
+    monkeypatch.setattr(blas, "_axpby", {})
+    got = y.copy()
+    blas.axpby(0.3, x, -1.7, got)
+    assert np.abs(got - want).max() <= tol * np.abs(want).max()

@@ -163,3 +163,46 @@ def transpose(a, out) -> None:
         np.copyto(out, a.T)
         return
     fn(101, 112, R, C, 1.0, a.ctypes.data, a.strides[0] // size, out.ctypes.data, out.strides[0] // size)
+
+
+# ---- y = alpha x + beta y ------------------------------------------------------------------------
+
+_AXPBY = {"float32": (("scipy_cblas_saxpby64_", ctypes.c_int64), ("cblas_saxpby64_", ctypes.c_int64),
+                      ("cblas_saxpby", ctypes.c_int)),
+          "float64": (("scipy_cblas_daxpby64_", ctypes.c_int64), ("cblas_daxpby64_", ctypes.c_int64),
+                      ("cblas_daxpby", ctypes.c_int))}
+_axpby = None
+
+
+def _axpby_functions() -> dict:
+    """{dtype name: function} of OpenBLAS's cblas_?axpby (an OpenBLAS extension) that NumPy's OpenBLAS exports."""
+    lib, found = _library(), {}
+    for dtype, names in _AXPBY.items():
+        for name, integer in names:
+            if lib is not None and hasattr(lib, name):
+                fn = getattr(lib, name)
+                real = ctypes.c_float if dtype == "float32" else ctypes.c_double
+                fn.argtypes = [integer, real, ctypes.c_void_p, integer, real, ctypes.c_void_p, integer]
+                fn.restype = None
+                found[dtype] = fn
+                break
+    return found
+
+
+def axpby(alpha: float, x, beta: float, y) -> None:
+    """y = alpha x + beta y in place, in one pass (x, y: 1-D, contiguous, the same dtype and length).
+
+    NumPy needs two or three passes and a temporary (y *= beta; y += alpha x); OpenBLAS's cblas_?axpby
+    makes one, which is what the AdamW step's moment updates and its final update of p are
+    (minilm.fast.flat.adamw_rows).  Without it, or for another dtype or layout, NumPy.
+    """
+    global _axpby
+    if _axpby is None:
+        _axpby = _axpby_functions()
+    fn = _axpby.get(y.dtype.name)
+    if fn is None or x.dtype != y.dtype or x.shape != y.shape or x.ndim != 1 or not (
+            x.flags.c_contiguous and y.flags.c_contiguous):
+        y *= y.dtype.type(beta)
+        y += y.dtype.type(alpha) * x
+        return
+    fn(y.shape[0], alpha, x.ctypes.data, 1, beta, y.ctypes.data, 1)

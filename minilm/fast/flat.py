@@ -28,6 +28,7 @@ import math
 import numpy as np
 
 from minilm.fast import threads
+from minilm.fast.blas import axpby
 from minilm.fast.threads import n_threads, run_rows, scratch
 
 ALIGN = 16  # every array starts on a 64-byte boundary (16 float32)
@@ -195,34 +196,36 @@ class FlatModel:
 
 def adamw_rows(p, g, m, v, n_decay: int, lo: int, hi: int, k, alone: bool = False) -> None:
     """Rows lo..hi of the AdamW step, k = (lr, beta1, beta2, eps, weight_decay, scale, t): decoupled decay of
-    p[:n_decay] (the matrices), then minilm.optim.adam_step's update with the gradient scale * g (clipping).
-    ``alone``: on this thread only (the other half of the rows runs in the second process)."""
+    p[:n_decay] (the matrices), then minilm.optim.adam_step's update with the gradient scale * g (clipping):
+
+        m = beta1 m + (1 - beta1) scale g;   v = beta2 v + (1 - beta2) scale^2 g^2
+        p = (1 - lr weight_decay) p - lr / bc1 * m / (sqrt(v / bc2) + eps),   bc_i = 1 - beta_i^t
+
+    the last written as p = d p - (lr sqrt(bc2) / bc1) m / (sqrt(v) + eps sqrt(bc2)), the same number,
+    so that each line is one pass (minilm.fast.blas.axpby: y = alpha x + beta y) and decay is folded into
+    the last.  ``alone``: on this thread only (the other half of the rows runs in the second process).
+    """
     lr, beta1, beta2, eps, weight_decay, scale, t = k
     f = p.dtype.type
     bc1, bc2 = 1 - beta1**t, 1 - beta2**t
-    if weight_decay and lo < n_decay:
-        p[lo : min(hi, n_decay)] *= f(1 - lr * weight_decay)  # decoupled decay, matrices only
-    a1, a2 = f((1 - beta1) * scale), f((1 - beta2) * scale * scale)
-    b1, b2, step, c2, e = f(beta1), f(beta2), f(lr / bc1), f(bc2), f(eps)
+    a1, a2 = (1 - beta1) * scale, (1 - beta2) * scale * scale
+    step, e2, decay = lr * math.sqrt(bc2) / bc1, f(eps * math.sqrt(bc2)), 1 - lr * weight_decay
 
     def chain(r0, r1, store):
         r0, r1 = lo + r0, lo + r1
-        gb, mb, vb = g[r0:r1], m[r0:r1], v[r0:r1]
-        t = scratch(store, "t", gb.shape, gb.dtype)
-        mb *= b1
-        np.multiply(gb, a1, out=t)
-        mb += t  # m = b1 m + (1 - b1) g
-        vb *= b2
-        np.multiply(gb, gb, out=t)
-        t *= a2
-        vb += t  # v = b2 v + (1 - b2) g^2
-        np.divide(vb, c2, out=t)
-        np.sqrt(t, out=t)
-        t += e  # sqrt(v / bc2) + eps
+        gb, mb, vb, pb = g[r0:r1], m[r0:r1], v[r0:r1], p[r0:r1]
         u = scratch(store, "u", gb.shape, gb.dtype)
-        np.multiply(mb, step, out=u)
-        u /= t
-        p[r0:r1] -= u  # p -= lr / bc1 * m / (sqrt(v / bc2) + eps)
+        axpby(a1, gb, beta1, mb)  # m = b1 m + (1 - b1) g
+        np.multiply(gb, gb, out=u)
+        axpby(a2, u, beta2, vb)  # v = b2 v + (1 - b2) g^2
+        np.sqrt(vb, out=u)
+        u += e2  # sqrt(v) + eps sqrt(bc2)
+        np.divide(mb, u, out=u)
+        d = max(0, min(n_decay, r1) - r0)  # rows r0 .. r0+d-1 are decayed matrices
+        if d:
+            axpby(-step, u[:d], decay, pb[:d])  # p = (1 - lr wd) p - lr sqrt(bc2) / bc1 * m / (...)
+        if d < r1 - r0:
+            axpby(-step, u[d:], 1.0, pb[d:])
 
     if alone:
         with threads.alone():
