@@ -325,3 +325,34 @@ def test_optimiser_half_catches_a_wrong_peer_half(two_processes, monkeypatch):
     fast.step(x, y, 1e-2, 0.9, 0.99, 1e-8, 0.1, 0.2)
     plain, _ = plain_steps(cfg, p, x, y, 2, "ngram")
     assert max(float(np.abs(plain[k] - fast.params[k]).max()) for k in plain) > 1e-4
+
+
+def test_a_collected_model_leaves_nothing_in_the_peer(two_processes, monkeypatch):
+    """What a model shares with the peer (its optimiser's buffers, a Transformer's replica, an LSTM's
+    Workspaces) is forgotten there once the model here is collected, before the peer's next command."""
+    import gc
+
+    from minilm import transformer as tr
+    from minilm.fast import flat
+    from minilm.fast.gpt import FastTransformer
+    from minilm.fast.ngram import FastNgram
+
+    monkeypatch.setattr(flat, "SHARE_MIN", 0)
+    peer = procs.peer()
+    gc.collect()
+    peer.call("ping")
+    before = peer.call("keys")
+    cfg, p, x, y = ngram_case()
+    gcfg = tr.TransformerConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=8)
+    r = np.random.default_rng(0)
+    models = [FastNgram(cfg, p, np.float64), FastTransformer(gcfg, tr.init_params(gcfg, r)),
+              FastLSTMLM(*case(n_layer=2)[:2], np.float64)]
+    models[0].step(x, y, 1e-2)
+    models[1].step(r.integers(0, 11, (4, 8)), r.integers(0, 11, (4, 8)), 1e-2)
+    lx, ly = case(n_layer=2)[2:]
+    models[2].step(lx, ly, 1e-2)
+    during = peer.call("keys")
+    assert len(during) >= len(before) + 5  # two flats, a replica, two Workspaces
+    del models
+    gc.collect()
+    assert peer.call("keys") == before

@@ -24,6 +24,7 @@ matrix, so that one matmul computes q, k and v.
 from __future__ import annotations
 
 import math
+import weakref
 
 import numpy as np
 
@@ -110,6 +111,7 @@ class FlatParams:
         self.moments[0].update(self.named(self.m)), self.moments[1].update(self.named(self.v))
         peer.call("flat", key, n, self.n_decay, self.dtype.str)
         self.peer, self.key, self._buffer = peer, key, buffer
+        weakref.finalize(self, peer.release, key)  # the peer's views go when these buffers do
 
     def _shared(self):
         """The peer holding half of the rows, while it is alive and two cores are there; else None."""

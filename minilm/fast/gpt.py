@@ -46,6 +46,7 @@ The step, for M = B T positions (the plain code's names in brackets; Drop is dro
 from __future__ import annotations
 
 import math
+import weakref
 
 import numpy as np
 
@@ -222,6 +223,7 @@ class FastTransformer(FlatModel):
         (g_key, g_buf), (io_key, io) = peer.share(size * dt.itemsize), peer.share(2 * Bh * T * 8 + 8)
         key = g_key
         peer.call("tf_model", key, self.cfg, dt.str, self.flat.key, g_key, io_key)
+        weakref.finalize(self, peer.release, key)  # the replica goes with this model
         ids = np.ndarray((2, Bh, T), np.int64, buffer=io)
         return dict(peer=peer, shape=(Bh, T), key=key, g=np.ndarray(size, dt, buffer=g_buf), ids=ids,
                     loss=np.ndarray((1,), np.float64, buffer=io, offset=ids.nbytes), buffers=(g_buf, io))

@@ -61,6 +61,8 @@ Shapes: B batch, T steps, D input size, Hd hidden size; time-major rows of
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 
 from minilm.fast import blas
@@ -129,6 +131,7 @@ class Workspace:
             if getattr(self, "peer", None) is peer:  # a new shape: the peer's old Workspace goes
                 peer.forget(self.key)
             self.key, self.buffer = peer.share(sum(sizes))
+            weakref.finalize(self, peer.release, self.key)  # the peer's Workspace goes with this one
             self.peer = peer
             self._allocate(T, B, D, Hd, dtype, _carve(self.buffer, dtype), layout)
             peer.mirror(self.key, (T, B, D, Hd, np.dtype(dtype).str), layout)

@@ -2,8 +2,8 @@
 
 Commands (each a pickled tuple on stdin, each answered on stdout):
 
-    ping, peak_kb           its pid; its peak resident size
-    forget                  drop a Workspace or a model (replaced on the other side)
+    ping, peak_kb, keys     its pid; its peak resident size; the keys of what it keeps
+    forget                  drop Workspaces, models or flats (replaced or collected on the other side)
     map, workspace          map a shared buffer; build an LSTM Workspace over it (minilm.fast.lstm)
     forward, backward       the odd layers of a stacked LSTM, marks through the pipes (minilm.fast.procs.Front)
     half_forward, half_backward   one LSTM layer on the second half of a batch (minilm.fast.lstm._split_forward)
@@ -40,6 +40,8 @@ def serve(cmd_fd: int, reply_fd: int, marks_in: int, marks_out: int) -> None:
             result = None
             if op == "ping":
                 result = os.getpid()
+            elif op == "keys":  # what it keeps (tests: what a collected model leaves behind)
+                result = sorted(set(workspaces) | set(models) | set(flats))
             elif op == "peak_kb":  # this process's peak resident size (a benchmark adds it to the caller's)
                 result = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
             elif op == "map":
@@ -70,8 +72,9 @@ def serve(cmd_fd: int, reply_fd: int, marks_in: int, marks_out: int) -> None:
                         front.run_deferred()
                         for l in layers:
                             L._gradients(wss[l])
-            elif op == "forget":
-                workspaces.pop(args[0], None), models.pop(args[0], None), flats.pop(args[0], None)
+            elif op == "forget":  # one key or several
+                for key in args:
+                    workspaces.pop(key, None), models.pop(key, None), flats.pop(key, None)
             elif op == "flat":  # minilm.fast.flat.FlatParams.share: p, g, m, v over one shared buffer
                 key, n, n_decay, dtype = args
                 buf, dt = buffers.pop(key), np.dtype(dtype)

@@ -166,11 +166,25 @@ class Peer:
         os.close(to_peer_r), os.close(from_peer_w)
         self.cmd_fd, self.reply_fd = self.proc.stdin.fileno(), self.proc.stdout.fileno()
         self.buffers = 0
+        self._released = []  # keys whose owner here has gone (release), forgotten there before the next command
         self.call("ping")
 
     def call(self, *msg):
+        self._forget_released()
         _send(self.cmd_fd, msg)
         return self._reply()
+
+    def release(self, key) -> None:
+        """What the peer keeps under ``key`` is no longer needed (its owner here was collected).  Safe to call
+        at any moment, from a finalizer too: the peer is told before the next command, not now."""
+        self._released.append(key)
+
+    def _forget_released(self) -> None:
+        while self._released and self.proc.poll() is None:
+            keys = self._released[:]
+            del self._released[: len(keys)]
+            _send(self.cmd_fd, ("forget", *keys))
+            self._reply()
 
     def _reply(self):
         reply = _receive(self.reply_fd)
@@ -209,6 +223,7 @@ class Peer:
     def run(self, op: str, keys, peer_layers, here, *args):
         """Command ``op`` on the layers ``peer_layers`` there while ``here(front)`` runs the others here;
         returns the peer's result."""
+        self._forget_released()
         _send(self.cmd_fd, (op, keys, peer_layers, *args))
         front = Front(self.marks_in, self.marks_out, len(keys), 1 if op == "forward" else -1, watch=self.reply_fd)
         try:
