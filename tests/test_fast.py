@@ -417,6 +417,17 @@ def test_bench_goals_read_off_the_results():
     assert goal_rows({}) == []  # a run without those workloads states no goal
 
 
+def test_bench_blas_row_compares_the_floors():
+    """The products alone, NumPy (floor) against PyTorch (tfloor), and where 0.8x PyTorch puts the step."""
+    from minilm.fast.bench import CONTENDERS, blas_row
+
+    assert "tfloor" in CONTENDERS["transformer"]
+    rows = {"floor": {"ms": 16.0}, "tfloor": {"ms": 20.0}, "torch": {"ms": 40.0}, "fast": {"ms": 30.0}}
+    got = blas_row({"transformer": rows})
+    assert got == {"floor_vs_tfloor": 0.8, "goal_vs_floor": 2.0}  # 16 / 20; 0.8 * 40 / 16
+    assert blas_row({"transformer": {k: v for k, v in rows.items() if k != "tfloor"}}) is None  # --no-torch
+
+
 def test_profile_counts_every_op(monkeypatch):
     from minilm.fast import bench, profile
 
