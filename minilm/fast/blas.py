@@ -129,20 +129,25 @@ def column_blocks(M: int, K: int, N: int, small: int | None = None) -> list[tupl
 
 # ---- transposed copies ---------------------------------------------------------------------------
 
-def _omatcopy_functions() -> dict:
-    """{dtype name: (function, integer type)} of OpenBLAS's cblas_?omatcopy that NumPy's OpenBLAS exports."""
+def _functions(table: dict, argtypes) -> dict:
+    """{dtype name: function} of the first of each dtype's (name, integer type) in ``table`` that NumPy's
+    OpenBLAS exports; ``argtypes(integer, real)`` gives the function's ctypes argument types."""
     lib, found = _library(), {}
-    for dtype, names in _OMATCOPY.items():
+    for dtype, names in table.items():
         for name, integer in names:
             if lib is not None and hasattr(lib, name):
                 fn = getattr(lib, name)
-                real = ctypes.c_float if dtype == "float32" else ctypes.c_double
-                fn.argtypes = [ctypes.c_int, ctypes.c_int, integer, integer, real, ctypes.c_void_p, integer,
-                               ctypes.c_void_p, integer]
+                fn.argtypes = argtypes(integer, ctypes.c_float if dtype == "float32" else ctypes.c_double)
                 fn.restype = None
                 found[dtype] = fn
                 break
     return found
+
+
+def _omatcopy_functions() -> dict:
+    """OpenBLAS's cblas_?omatcopy(order, trans, rows, cols, alpha, a, lda, b, ldb)."""
+    return _functions(_OMATCOPY, lambda i, r: [ctypes.c_int, ctypes.c_int, i, i, r, ctypes.c_void_p, i,
+                                               ctypes.c_void_p, i])
 
 
 def transpose(a, out) -> None:
@@ -175,18 +180,8 @@ _axpby = None
 
 
 def _axpby_functions() -> dict:
-    """{dtype name: function} of OpenBLAS's cblas_?axpby (an OpenBLAS extension) that NumPy's OpenBLAS exports."""
-    lib, found = _library(), {}
-    for dtype, names in _AXPBY.items():
-        for name, integer in names:
-            if lib is not None and hasattr(lib, name):
-                fn = getattr(lib, name)
-                real = ctypes.c_float if dtype == "float32" else ctypes.c_double
-                fn.argtypes = [integer, real, ctypes.c_void_p, integer, real, ctypes.c_void_p, integer]
-                fn.restype = None
-                found[dtype] = fn
-                break
-    return found
+    """OpenBLAS's cblas_?axpby(n, alpha, x, incx, beta, y, incy), an OpenBLAS extension."""
+    return _functions(_AXPBY, lambda i, r: [i, r, ctypes.c_void_p, i, r, ctypes.c_void_p, i])
 
 
 def axpby(alpha: float, x, beta: float, y) -> None:
