@@ -175,10 +175,13 @@ differently:
   second thread behind the backward chain);
 * the LSTM (`minilm/fast/lstm.py`): the loop over t cannot be split, and
   NumPy pays about a microsecond per call inside it, so the loop makes as few
-  calls as the formulas allow.  One `tanh` gives all four gates (sigmoid(a)
-  = (1 + tanh(a/2)) / 2, the halving folded into copies of W_x, W_h and b
-  made once per call, the gates stored in the order i, f, o, g so the
-  sigmoids are one block); the gates' derivatives are computed a chunk of 8
+  calls as the formulas allow.  One call gives all four gates: one `tanh`
+  (sigmoid(a) = (1 + tanh(a/2)) / 2), or, where NumPy's float32 `tanh` takes
+  more than 1.5 times its `exp` (measured once per process; `bench --profile`
+  prints both), one `exp` (sigmoid(a) = 1 / (1 + exp(-a)), tanh(a) =
+  2 sigmoid(2a) - 1); the factors folded into copies of W_x, W_h and b made
+  once per call, the gates stored in the order i, f, o, g so the sigmoids
+  are one block; the gates' derivatives are computed a chunk of 8
   steps at a time before the backward loop enters it; the recurrent products
   h_{{t-1}} W_h and dA_t W_h^T are made a block of W_h's columns at a time, each
   small enough for OpenBLAS's small-matrix kernel; W_h^T and W_x^T are copied

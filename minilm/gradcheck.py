@@ -239,13 +239,17 @@ def check_model(
     max_entries: int | None = None,
     seed: int = 0,
     float32: bool = True,
+    largest: bool = False,
 ) -> dict[str, float]:
     """Check every parameter's gradient of a scalar loss.
 
     ``loss_and_grads(params)`` returns ``(loss, grads)`` with ``grads`` keyed
     like ``params``.  Parameters are converted to float64 first.  With
     ``max_entries`` only that many randomly chosen entries of each parameter
-    are checked (for larger models); by default every entry is.
+    are checked (for larger models); by default every entry is.  ``largest``
+    picks, instead of random entries, the ``max_entries`` of largest
+    |gradient|: where the loss's own rounding is larger (a long float64
+    computation), a tiny entry's centred difference is mostly that rounding.
     Returns ``{"d" + key: largest relative error}``: inf for a gradient
     missing or of the wrong shape.  Last, one call with the parameters in
     float32: a gradient of another dtype adds ``"d" + key + " float32"``: inf
@@ -263,7 +267,10 @@ def check_model(
         flat = params[k].reshape(-1)  # a view: perturbing it perturbs params[k]
         idx = np.arange(flat.size)
         if max_entries is not None and flat.size > max_entries:
-            idx = rng.choice(flat.size, size=max_entries, replace=False)
+            if largest:
+                idx = np.sort(np.argsort(-np.abs(np.asarray(mine)).reshape(-1), kind="stable")[:max_entries])
+            else:
+                idx = rng.choice(flat.size, size=max_entries, replace=False)
         num = np.empty(idx.size)
         for j, i in enumerate(idx):
             old = flat[i]

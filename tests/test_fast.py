@@ -65,15 +65,51 @@ def lstm_errors(fast_backward=fast_lstm.lstm_backward, T=6, ws=None, **sizes):
     return out_err, {n: float(np.abs(a - b).max() / np.abs(a).max()) for n, a, b in pairs}
 
 
-def test_lstm_matches_plain():
-    out_err, errors = lstm_errors()
+@pytest.fixture(params=sorted(fast_lstm.GATE_FORMS))
+def gates(request, monkeypatch):
+    """Each of the step's two gate forms ("tanh", "exp"), whichever this machine would choose."""
+    monkeypatch.setattr(fast_lstm, "_gate_form", request.param)
+    return request.param
+
+
+def test_lstm_matches_plain(gates):
+    ws = fast_lstm.Workspace()
+    out_err, errors = lstm_errors(ws=ws)
+    assert ws.form == gates
     assert out_err <= TOL
     assert max(errors.values()) <= TOL, errors
 
 
+def test_lstm_gate_form_from_the_environment(monkeypatch):
+    """MINILM_LSTM_GATES picks the form; anything else is refused, naming the variable; unset, the faster."""
+    for form in fast_lstm.GATE_FORMS:
+        monkeypatch.setattr(fast_lstm, "_gate_form", None)
+        monkeypatch.setenv("MINILM_LSTM_GATES", form)
+        assert fast_lstm.gate_form() == form
+    monkeypatch.setattr(fast_lstm, "_gate_form", None)
+    monkeypatch.setenv("MINILM_LSTM_GATES", "sin")
+    with pytest.raises(ValueError, match="MINILM_LSTM_GATES='sin'"):
+        fast_lstm.gate_form()
+    monkeypatch.setattr(fast_lstm, "_gate_form", None)
+    monkeypatch.delenv("MINILM_LSTM_GATES")
+    assert fast_lstm.gate_form() in fast_lstm.GATE_FORMS
+
+
+def test_lstm_gates_saturate_without_nan(gates):
+    """Pre-activations of +-1000: exp overflows to inf in the exp form, which must give gates of exactly 0 or 1
+    (and tanh of +-1), not nan, and the same outputs as the plain LSTM."""
+    r = np.random.default_rng(8)
+    Wx, Wh, b = lstm.lstm_init(r, 2, 3, np.float64)
+    b = np.where(np.arange(12) % 2, 1000.0, -1000.0)  # exp(1000) overflows even in float64
+    x, h0 = r.standard_normal((2, 4, 2)), np.zeros((2, 3))
+    hs, _, _ = lstm.lstm_forward(x, h0, h0, Wx, Wh, b)
+    fhs, _, _ = fast_lstm.lstm_forward(x, h0, h0, Wx, Wh, b, fast_lstm.Workspace())
+    assert np.isfinite(fhs).all() and float(np.abs(hs - fhs).max()) <= TOL
+
+
 @pytest.mark.parametrize("threads", ["1", "2"])
 @pytest.mark.parametrize("weight_rows, parts", [(1, 3), (48, 2), (192, 1)])
-def test_lstm_matches_plain_over_several_chunks(monkeypatch, threads, weight_rows, parts):
+def test_lstm_matches_plain_over_several_chunks(monkeypatch, gates, threads, weight_rows, parts):
     """T = 21 is three chunks of products (8, 8, 5), on the worker thread or all on this one, with the
     weight gradients in one part per chunk, in parts of two chunks (the last of one) or in one part;
     a Workspace used for another shape first, then for this one twice, gives the same numbers."""
@@ -168,7 +204,7 @@ def test_lstm_lost_chunk_is_caught(monkeypatch):
     assert errors["dWh"] > BROKEN and errors["dWx"] <= TOL
 
 
-def test_lstm_broken_backward_is_caught():
+def test_lstm_broken_backward_is_caught(gates):
     def broken(dhs, cache, dstate=None):
         dx, dh0, dc0, dWx, dWh, db = fast_lstm.lstm_backward(dhs, cache, dstate)
         return dx, dh0, dc0, dWx, dWh * 1.01, db
@@ -264,7 +300,7 @@ def test_lstm_lm_broken_backward_is_caught(monkeypatch, threads):
 @pytest.mark.parametrize("threads", ["1", "2", "processes"])
 @pytest.mark.parametrize("n_layer", [2, 3])
 @pytest.mark.parametrize("weight_rows", [1, 48])
-def test_lstm_lm_wavefront_matches_plain(monkeypatch, threads, n_layer, weight_rows):
+def test_lstm_lm_wavefront_matches_plain(monkeypatch, gates, threads, n_layer, weight_rows):
     """2 and 3 layers over T = 21 (three chunks), the layers one chunk behind each other in two processes,
     on two threads or one after the other on one, weight gradients by chunk or by two chunks: the same
     loss, gradients and final state as minilm.lstm_lm, twice with the same model (its Workspaces reused)."""
@@ -436,6 +472,7 @@ def test_profile_counts_every_op(monkeypatch):
     assert set(got["ops"]) == {"per step: forward loop over t", "per step: backward loop over t",
                                "per call: products, derivatives, copies"}
     assert min(got["page_faults"].values()) >= 0  # how many a fresh Workspace costs depends on the allocator
+    assert got["gate_form"] in ("tanh", "exp") and got["tanh_us"] > 0 and got["exp_us"] > 0
 
 
 def test_profile_of_the_recurrent_products():

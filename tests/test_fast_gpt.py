@@ -81,12 +81,16 @@ def test_transformer_loss_and_grads_match_plain(kind, threads, monkeypatch):
         assert (fast._split is not None) == (threads == "processes")
 
 
-def test_transformer_fast_gradcheck(monkeypatch):
-    """The fast path's own gradients against finite differences (a few entries of every parameter), in one
-    process: split over two (tests/test_fast_procs.py checks that against the plain model), the loss is
-    the sum of two rounded halves, and a centred difference of attn.b_k's gradient, zero in exact
-    arithmetic, shows that rounding (about 2e-11) above the 1e-8 floor of the relative error."""
+@pytest.mark.parametrize("broken", [False, True])
+def test_transformer_fast_gradcheck(monkeypatch, broken):
+    """The fast path's own gradients against finite differences (the three entries of largest |gradient| of
+    every parameter), in one process: split over two (tests/test_fast_procs.py checks that against the plain
+    model), the loss is the sum of two rounded halves.  The largest entries, not random ones: the fast loss's
+    rounding differs with the machine's BLAS kernels, and a tiny entry's centred difference is mostly that
+    rounding (a random entry of h0.ln2.gamma gave 2e-7 on one machine).  A GELU backward 1% off is caught."""
     monkeypatch.setenv("MINILM_PROCESSES", "0")
+    if broken:
+        monkeypatch.setattr(K, "gelu_backward_inplace", _scaled(K.gelu_backward_inplace))
     cfg, p, x, y = gpt("nanogpt")
     fast = FastTransformer(cfg, p, np.float64)
 
@@ -94,8 +98,11 @@ def test_transformer_fast_gradcheck(monkeypatch):
         fast.load(params)
         return fast.loss_and_grads(x, y)
 
-    errors = check_model(loss_and_grads, p, max_entries=3, float32=False)  # the fast model is built in float64
-    assert max(errors.values()) <= TOLERANCE, errors
+    errors = check_model(loss_and_grads, p, max_entries=3, float32=False, largest=True)  # built in float64
+    if broken:
+        assert errors["dh0.ffn.W1"] > 1e-3, errors
+    else:
+        assert max(errors.values()) <= TOLERANCE, errors
 
 
 def _scaled(fn, factor=1.01):

@@ -132,8 +132,9 @@ def test_shared_buffers_leave_no_file_behind(two_processes, tmp_path):
     assert len(buffer) == 4096 and not {f for f in after - before if f.startswith("minilm-")}
 
 
+@pytest.mark.parametrize("gates", sorted(fast_lstm.GATE_FORMS))
 @pytest.mark.parametrize("B", [5, 34])
-def test_one_layer_split_over_two_processes_matches_plain(two_processes, monkeypatch, B):
+def test_one_layer_split_over_two_processes_matches_plain(two_processes, monkeypatch, B, gates):
     """lstm_forward / lstm_backward with the batch's second half in the peer (an odd batch: 2 + 3 rows with
     SPLIT_ROWS lowered to 2; 34 rows at the default): the plain LSTM's outputs, final state and every
     gradient, with a carried state's gradient too, twice with the same Workspace."""
@@ -141,6 +142,7 @@ def test_one_layer_split_over_two_processes_matches_plain(two_processes, monkeyp
 
     if B < 2 * fast_lstm.SPLIT_ROWS:
         monkeypatch.setattr(fast_lstm, "SPLIT_ROWS", 2)
+    monkeypatch.setattr(fast_lstm, "_gate_form", gates)  # the peer takes the form from the Workspace's layout
     r = np.random.default_rng(2)
     T, D, Hd = 11, 6, 8
     Wx, Wh, b = lstm.lstm_init(r, D, Hd, np.float64)
@@ -155,6 +157,7 @@ def test_one_layer_split_over_two_processes_matches_plain(two_processes, monkeyp
     for _ in range(2):
         fhs, (fh, fc), fcache = fast_lstm.lstm_forward(x, h0, c0, Wx, Wh, b, ws, procs.peer())
         assert isinstance(fcache, fast_lstm._Split)
+        assert ws.halves[0].form == ws.halves[1].form == gates
         assert max(float(np.abs(a - f).max()) for a, f in ((hs, fhs), (h, fh), (c, fc))) <= TOL
         fgrads = fast_lstm.lstm_backward(dhs, fcache, dstate)
         assert all(float(np.abs(g - f).max()) <= TOL * float(np.abs(g).max()) for g, f in zip(grads, fgrads,

@@ -53,6 +53,24 @@ def test_check_model_accepts_right_and_catches_wrong():
     assert errors["dw"] <= TOLERANCE and errors["db"] > 0.1
 
 
+def test_check_model_largest_checks_the_largest_entries():
+    """With largest=True and max_entries=1 only the entry of largest |gradient| is compared: an error there
+    is caught, an error in a smaller entry is not looked at (random entries, the default, may look there)."""
+    c = np.array([1.0, 10.0, 100.0])
+
+    def wrong_at(i):  # loss = sum c w^2 / 2, gradient c w, entry i 10% off
+        def loss_and_grads(p):
+            g = c * p["w"]
+            g[i] *= 1.1
+            return 0.5 * float((c * p["w"] ** 2).sum()), {"w": g}
+        return loss_and_grads
+
+    params = {"w": np.array([0.5, -0.5, 0.5])}  # gradients 0.5, -5, 50: entry 2 is the largest
+    assert check_model(wrong_at(2), params, max_entries=1, largest=True)["dw"] > 0.01
+    assert check_model(wrong_at(0), params, max_entries=1, largest=True)["dw"] <= TOLERANCE
+    assert check_model(wrong_at(0), params)["dw"] > 0.01  # every entry: caught
+
+
 def test_check_model_names_a_missing_or_misshapen_gradient():
     with recording() as found:
         errors = check_model(lambda p: (0.0, {"w": np.zeros((3, 1), p["w"].dtype)}),

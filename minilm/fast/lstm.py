@@ -18,9 +18,15 @@ recurrence and are twice the loop's arithmetic.  So:
   while this thread works on steps t0..t1, the worker multiplies the chunk
   the loop has just finished (or is about to need); the two threads share
   what is left at the end.  BLAS stays on one thread (minilm.fast.blas).
-* ONE tanh gives all four gates: sigmoid(a) = (1 + tanh(a / 2)) / 2, and the
-  halving of a_i, a_f, a_o is folded into copies of W_x, W_h and b made once
-  per call.  Inside the step the gates are stored in the order i, f, o, g,
+* ONE call gives all four gates, in one of two forms (gate_form()):
+  "tanh", sigmoid(a) = (1 + tanh(a / 2)) / 2, one tanh over all four blocks;
+  or "exp", sigmoid(a) = 1 / (1 + exp(-a)) and tanh(a) = 2 sigmoid(2a) - 1,
+  one exp over all four.  The factors (1/2 for a_i, a_f, a_o in the first
+  form; -1 for them and -2 for a_g in the second) are folded into copies of
+  W_x, W_h and b made once per call.  NumPy's tanh is the faster call where
+  it has a vector kernel for it; where it has one only for exp (on some
+  AVX2 machines float32 tanh takes twice exp's time) the exp form wins.
+  Inside the step the gates are stored in the order i, f, o, g,
   so the three sigmoids are one block; the copies' columns are reordered to
   match and the gradients' columns put back in the plain order at the end.
 * the gates' derivatives, i (1 - i), ..., 1 - g^2 and o (1 - tanh^2(c_t)), are
@@ -61,6 +67,8 @@ Shapes: B batch, T steps, D input size, Hd hidden size; time-major rows of
 
 from __future__ import annotations
 
+import os
+import time
 import weakref
 
 import numpy as np
@@ -74,15 +82,57 @@ WEIGHT_ROWS = 192  # rows (steps x batch) at least in one weight-gradient produc
 STEP_BLOCKS = (0, 1, 3, 2)  # the step's gate blocks i, f, o, g are minilm.lstm's blocks 0, 1, 3, 2 (i, f, g, o)
 
 
-def _step_order(W, out, halve: bool) -> None:
+GATE_FORMS = {"tanh": (0.5, 1.0), "exp": (-1.0, -2.0)}  # the factors of a_i, a_f, a_o and of a_g in W_x', W_h', b'
+_gate_form = None
+
+
+def gate_form() -> str:
+    """"tanh" or "exp": how the step makes its gates (this module's docstring).  MINILM_LSTM_GATES sets it;
+    else the faster of the two on this machine: "exp" when NumPy's float32 tanh takes more than 1.5 times
+    its exp (the exp form makes two more cheap passes), measured once per process over a (32, 512) block.
+    The two differ only in rounding (tests/test_fast.py checks both against minilm.lstm)."""
+    global _gate_form
+    if _gate_form is None:
+        _gate_form = os.environ.get("MINILM_LSTM_GATES") or _faster_form()
+        if _gate_form not in GATE_FORMS:
+            raise ValueError(f"MINILM_LSTM_GATES={_gate_form!r}: expected one of {', '.join(GATE_FORMS)}")
+    return _gate_form
+
+
+def _faster_form() -> str:
+    t_tanh, t_exp = form_timings()
+    return "exp" if t_tanh > 1.5 * t_exp else "tanh"
+
+
+def form_timings() -> tuple[float, float]:
+    """Seconds of one float32 np.tanh and one np.exp over a (32, 512) block, the best of five runs of ten."""
+    a = np.linspace(-4, 4, 32 * 512, dtype=np.float32)
+    out = np.empty_like(a)
+
+    def best(fn) -> float:
+        times = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            for _ in range(10):
+                fn(a, out=out)
+            times.append((time.perf_counter() - t0) / 10)
+        return min(times)
+
+    return best(np.tanh), best(np.exp)
+
+
+def _step_order(W, out, scales=None) -> None:
     """out = W's gate blocks i, f, g, o (minilm.lstm's order, last axis) as i, f, o, g (the step's),
-    with i, f, o halved if ``halve`` (sigmoid(a) = (1 + tanh(a/2)) / 2).  W (..., 4Hd), out the same shape."""
+    i, f, o times scales[0] and g times scales[1] (GATE_FORMS; None: unscaled).  W (..., 4Hd), out the same shape."""
     Hd = W.shape[-1] // 4
     out[..., : 2 * Hd] = W[..., : 2 * Hd]  # i, f
     out[..., 2 * Hd : 3 * Hd] = W[..., 3 * Hd :]  # o
     out[..., 3 * Hd :] = W[..., 2 * Hd : 3 * Hd]  # g
-    if halve:
-        out[..., : 3 * Hd] *= out.dtype.type(0.5)
+    if scales is not None:
+        sig, tan = (out.dtype.type(k) for k in scales)
+        out[..., : 3 * Hd] *= sig
+        if tan != 1:
+            out[..., 3 * Hd :] *= tan
 
 
 def _plain_order(W_step, out=None):
@@ -121,7 +171,7 @@ class Workspace:
             if shape[:5] != self.shape[:5]:
                 raise ValueError(f"a shared LSTM Workspace of shape {self.shape[:5]} asked for {shape[:5]}")
             return self
-        layout = (CHUNK, WEIGHT_ROWS, blas.SMALL_PRODUCT, with_input)  # what else decides the arrays
+        layout = (CHUNK, WEIGHT_ROWS, blas.SMALL_PRODUCT, with_input, gate_form())  # what else decides them
         if peer is None:
             self._allocate(T, B, D, Hd, dtype, lambda *s: np.empty(s, dtype), layout)
         else:
@@ -146,7 +196,7 @@ class Workspace:
         return self
 
     def _allocate(self, T: int, B: int, D: int, Hd: int, dtype, e, layout) -> None:
-        chunk, weight_rows, small, with_input = layout
+        chunk, weight_rows, small, with_input, self.form = layout
         self.chunks = [(t0, min(t0 + chunk, T)) for t0 in range(0, T, chunk)]
         self.A, self.Z, self.Dg = e(T, B, 4 * Hd), e(T, B, 4 * Hd), e(T, B, 4 * Hd)
         self.H, self.C, self.TC, self.DTC, self.dY = e(T + 1, B, Hd), e(T + 1, B, Hd), e(T, B, Hd), e(T, B, Hd), \
@@ -157,7 +207,7 @@ class Workspace:
         self.dWh_parts, self.dWx_parts = e(n_parts, Hd, 4 * Hd), e(n_parts, D, 4 * Hd)
         self.tmp, self.dh, self.dc, self.dS = e(B, Hd), e(B, Hd), e(B, Hd), e(B, 4 * Hd)
         self.ones = np.ones(T * B, dtype)
-        self.Wxp, self.Whp, self.bp = e(D, 4 * Hd), e(Hd, 4 * Hd), e(4 * Hd)  # W_x', W_h', b' (step order, halved)
+        self.Wxp, self.Whp, self.bp = e(D, 4 * Hd), e(Hd, 4 * Hd), e(4 * Hd)  # W_x', W_h', b' (step order, scaled)
         self.WxT = e(4 * Hd, D)  # W_x^T (step order) for the backward
         # the recurrent products a block of columns at a time (minilm.fast.blas.column_blocks)
         self.fwd_cols, self.bwd_cols = column_blocks(B, Hd, 4 * Hd, small), column_blocks(B, 4 * Hd, Hd, small)
@@ -196,22 +246,31 @@ def _carve(buffer, dtype):
 # ---- forward ----------------------------------------------------------------------------------
 
 
-def _steps_forward(views, Whp_blocks, tmp) -> None:
+def _steps_forward(views, Whp_blocks, tmp, form: str) -> None:
     """Steps t0 .. t1-1 (minilm.lstm.lstm_step_forward, per step); Whp_blocks: W_h' (Hd, 4Hd), step order,
-    halved, a block of columns each."""
-    half = tmp.dtype.type(0.5)
-    for s, s_blocks, sig, i, f, o, g, h_prev, h, c_prev, c, tc, z in views:
-        for W_block, s_block in zip(Whp_blocks, s_blocks, strict=True):
-            np.matmul(h_prev, W_block, out=s_block)  # (B, Hd) x (Hd, cols) -> (B, cols): h_{t-1} W_h'
-        s += z  # a' = a / 2 for i, f, o; a for g
-        np.tanh(s, out=s)  # tanh(a/2) for i, f, o;  g = tanh(a_g)
-        sig *= half
-        sig += half  # i, f, o = sigmoid(a) = (1 + tanh(a/2)) / 2
-        np.multiply(f, c_prev, out=c)  # f * c_{t-1}
-        np.multiply(i, g, out=tmp)  # i * g
-        c += tmp  # c_t
-        np.tanh(c, out=tc)
-        np.multiply(o, tc, out=h)  # h_t = o * tanh(c_t)
+    scaled for the gate ``form`` (GATE_FORMS), a block of columns each."""
+    half, one, two = (tmp.dtype.type(k) for k in (0.5, 1, 2))
+    by_exp = form == "exp"
+    with np.errstate(over="ignore"):  # "exp": exp(-a) = inf gives sigmoid(a) = 0, which is right
+        for s, s_blocks, sig, i, f, o, g, h_prev, h, c_prev, c, tc, z in views:
+            for W_block, s_block in zip(Whp_blocks, s_blocks, strict=True):
+                np.matmul(h_prev, W_block, out=s_block)  # (B, Hd) x (Hd, cols) -> (B, cols): h_{t-1} W_h'
+            s += z  # a': "tanh" a / 2 for i, f, o and a for g;  "exp" -a for i, f, o and -2a for g
+            if by_exp:
+                np.exp(s, out=s)
+                s += one
+                np.reciprocal(s, out=s)  # i, f, o = sigmoid(a) = 1 / (1 + exp(-a));  sigmoid(2 a_g)
+                g *= two
+                g -= one  # g = tanh(a_g) = 2 sigmoid(2 a_g) - 1
+            else:
+                np.tanh(s, out=s)  # tanh(a/2) for i, f, o;  g = tanh(a_g)
+                sig *= half
+                sig += half  # i, f, o = sigmoid(a) = (1 + tanh(a/2)) / 2
+            np.multiply(f, c_prev, out=c)  # f * c_{t-1}
+            np.multiply(i, g, out=tmp)  # i * g
+            c += tmp  # c_t
+            np.tanh(c, out=tc)
+            np.multiply(o, tc, out=h)  # h_t = o * tanh(c_t)
 
 
 def _inputs(ws, xt, Wxp, bp, t0: int, t1: int) -> None:
@@ -248,10 +307,11 @@ def _transposes(ws, Wx, Wh) -> None:
 
 def _prepare_forward(ws, h0, c0, Wx, Wh, b) -> None:
     """The call's weight copies in step order (C order even for a transposed W_h, which would slow every
-    step), halved for i, f, o; H[0] = h0 and C[0] = c0."""
-    _step_order(Wx, ws.Wxp, True)  # (D, 4Hd)
-    _step_order(Wh, ws.Whp, True)  # (Hd, 4Hd)
-    _step_order(b, ws.bp, True)  # (4Hd,)
+    step), scaled for the Workspace's gate form (GATE_FORMS); H[0] = h0 and C[0] = c0."""
+    scales = GATE_FORMS[ws.form]
+    _step_order(Wx, ws.Wxp, scales)  # (D, 4Hd)
+    _step_order(Wh, ws.Whp, scales)  # (Hd, 4Hd)
+    _step_order(b, ws.bp, scales)  # (4Hd,)
     for (j0, j1), block in zip(ws.fwd_cols, ws.Whp_blocks, strict=True):
         np.copyto(block, ws.Whp[:, j0:j1])
     ws.H[0], ws.C[0] = h0, c0
@@ -273,7 +333,7 @@ def lstm_forward_tm(xt, T, h0, c0, Wx, Wh, b, ws: Workspace | None = None, inlin
         bg.submit(_transposes, ws, Wx, Wh)  # for the backward, while the worker has time
         for (t0, t1), job in zip(ws.chunks, ahead, strict=True):
             bg.wait(job)  # this chunk's x_t W_x' + b'
-            _steps_forward(ws.forward_views[t0:t1], ws.Whp_blocks, ws.tmp)
+            _steps_forward(ws.forward_views[t0:t1], ws.Whp_blocks, ws.tmp, ws.form)
     return ws.H, (ws, xt, Wx, Wh)
 
 
@@ -482,7 +542,7 @@ def forward_layers(ls, wss, inputs, front) -> None:
             if l > 0:
                 front.wait(l - 1, k)  # the layer below has finished steps t0..t1-1
             _inputs(ws, inputs[l], ws.Wxp, ws.bp, t0, t1)
-            _steps_forward(ws.forward_views[t0:t1], ws.Whp_blocks, ws.tmp)
+            _steps_forward(ws.forward_views[t0:t1], ws.Whp_blocks, ws.tmp, ws.form)
             front.mark(l, k)
         _transposes(ws, ws.Wx, ws.Wh)
 
