@@ -104,21 +104,20 @@ def _faster_form() -> str:
     return "exp" if t_tanh > 1.5 * t_exp else "tanh"
 
 
-def form_timings() -> tuple[float, float]:
-    """Seconds of one float32 np.tanh and one np.exp over a (32, 512) block, the best of five runs of ten."""
+def form_timings(rounds: int = 7) -> tuple[float, float]:
+    """Seconds of one float32 np.tanh and one np.exp over a (32, 512) block: the medians of ``rounds``
+    rounds of ten calls each, the two taking turns (a machine whose speed drifts slows both)."""
     a = np.linspace(-4, 4, 32 * 512, dtype=np.float32)
     out = np.empty_like(a)
 
-    def best(fn) -> float:
-        times = []
-        for _ in range(5):
-            t0 = time.perf_counter()
-            for _ in range(10):
-                fn(a, out=out)
-            times.append((time.perf_counter() - t0) / 10)
-        return min(times)
+    def seconds(fn) -> float:
+        t0 = time.perf_counter()
+        for _ in range(10):
+            fn(a, out=out)
+        return (time.perf_counter() - t0) / 10
 
-    return best(np.tanh), best(np.exp)
+    pairs = [(seconds(np.tanh), seconds(np.exp)) for _ in range(rounds)]
+    return float(np.median([t for t, _ in pairs])), float(np.median([e for _, e in pairs]))
 
 
 def _step_order(W, out, scales=None) -> None:
