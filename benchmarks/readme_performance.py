@@ -102,6 +102,7 @@ def met(figure: str, goal: float) -> str:
 
 def section(out: dict) -> str:
     b, b1, p, busy, st, sl = (out[k] for k in ("bench", "one", "profile", "busy", "shakespeare", "lstm"))
+    M = out.get("machine") or {"cpu": "?", "blas": "?", "core": "?"}
     B, B1 = bench_figures(b["json"]), bench_figures(b1["json"])
     S, SL = shakespeare_figures(st["json"]), shakespeare_figures(sl["json"])
     q, bb, one = busy["json"]["quiet"], busy["json"]["busy"], busy["json"]["busy, 1 thread"]
@@ -113,7 +114,10 @@ def section(out: dict) -> str:
          "bwd_us": number(r"backward loop over t\s+[\d.]+ ms\s+([\d.]+) us", p["text"]),
          "faults_kept": number(r"page faults per call: (\d+) with the Workspace kept", p["text"]),
          "faults_fresh": number(r"kept, (\d+) with a fresh one", p["text"]),
-         "transpose": number(r"blas.transpose [\d.]+ us \(([\d.]+)x\)", p["text"])}
+         "transpose": number(r"blas.transpose [\d.]+ us \(([\d.]+)x\)", p["text"]),
+         "form": number(r"gate form '(\w+)'", p["text"]),
+         "tanh_us": number(r"float32 tanh ([\d.]+) us", p["text"]),
+         "exp_us": number(r", exp ([\d.]+) us over", p["text"])}
     blas_line = (f"On the products alone NumPy's BLAS (floor) takes {B['blas']}x PyTorch's time (tfloor): the "
                  f"products cost both sides about the same, and what stands between the fast step and 0.8x PyTorch "
                  f"is its work above them (a step at 0.8x PyTorch would be {B['goal_floor']}x its own floor)."
@@ -184,7 +188,9 @@ differently:
   are one block; the gates' derivatives are computed a chunk of 8
   steps at a time before the backward loop enters it; the recurrent products
   h_{{t-1}} W_h and dA_t W_h^T are made a block of W_h's columns at a time, each
-  small enough for OpenBLAS's small-matrix kernel; W_h^T and W_x^T are copied
+  small enough for the small-matrix kernel of OpenBLAS's AVX-512 cores (with
+  other kernels the blocks gain nothing and lose little: `bench --profile`
+  prints both); W_h^T and W_x^T are copied
   by OpenBLAS's transpose, not NumPy's strided copy; every array and every
   per-step view of it lives in a workspace allocated once per shape.  On two
   cores one layer with a batch of 32 rows or more runs the second half of the
@@ -205,8 +211,8 @@ python benchmarks/busy_neighbour.py             # the main command with a busy-l
 python benchmarks/readme_performance.py         # all of the above, written into this section
 ```
 
-Measured on this project's machine (2 cores, NumPy {b['json']['numpy']} with
-OpenBLAS, PyTorch 2.13 CPU) while it was otherwise idle, each block below
+Measured on this project's machine ({M['cpu']}, 2 cores, NumPy {b['json']['numpy']} with
+OpenBLAS {M['blas']}, its {M['core']} kernels, PyTorch 2.13 CPU) while it was otherwise idle, each block below
 from one run of the command above it, with the load average it printed; the
 whole section is written by `python benchmarks/readme_performance.py`.
 
@@ -249,7 +255,9 @@ products), GELU forward and backward, LayerNorm and AdamW, elementwise passes
 NumPy cannot fuse.  In the LSTM call the two loops over t cost {P['fwd_us']} and
 {P['bwd_us']} us per time step; a fresh set of arrays for every call costs
 {P['faults_fresh']} minor page faults per call, the kept Workspace {P['faults_kept']}; OpenBLAS's
-transpose copies a (256, 1024) W {P['transpose']}x faster than NumPy.
+transpose copies a (256, 1024) W {P['transpose']}x faster than NumPy.  NumPy's float32 tanh took
+{P['tanh_us']} us and its exp {P['exp_us']} us over a (32, 512) block, so the steps make their gates
+by `{P['form']}` here (minilm.fast.lstm.gate_form).
 
 **The busy neighbour.** `python benchmarks/busy_neighbour.py` runs the
 README's main command four times: on the quiet machine, then with one
@@ -347,11 +355,26 @@ def main(argv=None) -> int:
     return 0
 
 
+def machine() -> dict:
+    """The CPU's model name, NumPy's OpenBLAS version and the kernels it chose (as threadpoolctl reports them)."""
+    done = run([sys.executable, "-c", "import json, numpy, threadpoolctl; print(json.dumps(["
+                "i for i in threadpoolctl.threadpool_info() if i['user_api'] == 'blas']))"])
+    info = (json.loads(done.stdout) or [{}])[0]
+    cpu = "a CPU of unknown model"
+    try:
+        names = [ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                 if ln.startswith("model name")]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    return {"cpu": cpu, "blas": info.get("version", "?"), "core": info.get("architecture", "?")}
+
+
 def outputs(pause: float = PAUSE) -> dict:
     """Every command's output, run one after the other, ``pause`` seconds of quiet before each (the load
     average a command prints is over the last minute); the busy neighbour last, as it loads the machine."""
     py = sys.executable
-    out = {}
+    out = {"machine": machine()}
     quiet = lambda: time.sleep(pause)  # noqa: E731
     quiet()
     done = run([py, "-m", "minilm", "bench", "--plain", "--rounds", "3", "--json"])
