@@ -104,10 +104,10 @@ def on_one_thread(fn):
 # ---- small products: column blocks -------------------------------------------------------------
 
 SMALL_PRODUCT = 1_000_000
-"""M K N of an (M, K) x (K, N) product up to which this machine's OpenBLAS (0.3.31, SkylakeX kernels)
-runs it on its small-matrix kernel: measured here, (8, 128, 512) runs at about 100 GFLOPS and
+"""M K N of an (M, K) x (K, N) product up to which OpenBLAS (0.3.31) with its SkylakeX kernels runs it on
+its small-matrix kernel: measured on a machine with those kernels, (8, 128, 512) runs at about 100 GFLOPS and
 (32, 128, 512) at about 77, (12, 256, 1024) at about 40 (``python -m minilm bench --profile``
-prints the LSTM's products whole and in blocks)."""
+prints the LSTM's products whole and in blocks; with OpenBLAS's Haswell kernels the blocks gain nothing)."""
 
 
 def column_blocks(M: int, K: int, N: int, small: int | None = None) -> list[tuple[int, int]]:
