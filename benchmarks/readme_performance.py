@@ -193,11 +193,11 @@ differently:
   2 sigmoid(2a) - 1); the factors folded into copies of W_x, W_h and b made
   once per call, the gates stored in the order i, f, o, g so the sigmoids
   are one block; the gates' derivatives are computed a chunk of 8
-  steps at a time before the backward loop enters it; the recurrent products
-  h_{{t-1}} W_h and dA_t W_h^T are made a block of W_h's columns at a time, each
-  small enough for the small-matrix kernel of OpenBLAS's AVX-512 cores (with
-  other kernels the blocks gain nothing and lose little: `bench --profile`
-  prints both); W_h^T and W_x^T are copied
+  steps at a time before the backward loop enters it; with the kernels of
+  OpenBLAS's AVX-512 cores the recurrent products h_{{t-1}} W_h and dA_t W_h^T
+  are made a block of W_h's columns at a time, each small enough for their
+  small-matrix kernel, and with other kernels (which have none) whole
+  (`bench --profile` prints both, and which the steps use); W_h^T and W_x^T are copied
   by OpenBLAS's transpose, not NumPy's strided copy; every array and every
   per-step view of it lives in a workspace allocated once per shape.  On two
   cores one layer with a batch of 32 rows or more runs the second half of the

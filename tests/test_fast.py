@@ -127,6 +127,7 @@ def test_column_blocks():
     from minilm.fast.blas import SMALL_PRODUCT, column_blocks
 
     assert column_blocks(3, 5, 20) == [(0, 20)]  # small already
+    assert column_blocks(32, 128, 512, small=0) == [(0, 512)]  # no small-matrix kernel: whole
     for M, K, N in ((32, 128, 512), (12, 256, 1024), (32, 512, 128), (12, 1024, 256), (1000, 1000, 40)):
         blocks = column_blocks(M, K, N)
         edges = [c for block in blocks for c in block]
@@ -138,7 +139,9 @@ def test_column_blocks():
 @pytest.mark.parametrize("small", [None, 1])
 def test_lstm_recurrent_products_in_column_blocks(monkeypatch, small):
     """The recurrent products made a block of W_h's columns at a time give the plain LSTM's numbers:
-    the bench's size (4 blocks forward, 2 backward), and small sizes forced into 8 and 2 blocks."""
+    the bench's size with the AVX-512 kernels (4 blocks forward, 4 backward), and small sizes forced into
+    8 and 2 blocks."""
+    monkeypatch.setattr("minilm.fast.blas.core", lambda: "SkylakeX")
     if small:
         monkeypatch.setattr("minilm.fast.blas.SMALL_PRODUCT", small)
         sizes, want = dict(B=3, D=4, Hd=32), (8, 2)
@@ -173,8 +176,36 @@ def test_transpose(monkeypatch, dtype, with_blas):
     assert np.array_equal(strided, a.T)
 
 
+@pytest.mark.parametrize("core, blocks", [("SkylakeX", True), ("SapphireRapids", True), ("Haswell", False),
+                                          ("Zen", False), ("", False)])
+def test_column_blocks_only_with_a_small_matrix_kernel(monkeypatch, core, blocks):
+    """The LSTM's Workspace cuts its recurrent products into column blocks only with OpenBLAS kernels that
+    have a small-matrix kernel; with the others (or an unknown BLAS) they are whole, with the same numbers."""
+    from minilm.fast import blas
+
+    monkeypatch.setattr(blas, "core", lambda: core)
+    assert blas.small_product() == (blas.SMALL_PRODUCT if blocks else 0)
+    ws = fast_lstm.Workspace()
+    out_err, errors = lstm_errors(T=11, ws=ws, B=32, D=16, Hd=128)
+    assert (len(ws.fwd_cols), len(ws.bwd_cols)) == ((4, 4) if blocks else (1, 1))
+    assert out_err <= TOL and max(errors.values()) <= TOL, errors
+
+
+def test_openblas_core_is_named():
+    """blas.core() names the kernels of the OpenBLAS NumPy loaded, as threadpoolctl does."""
+    from threadpoolctl import threadpool_info
+
+    from minilm.fast import blas
+
+    found = [i.get("architecture") for i in threadpool_info() if i.get("internal_api") == "openblas"]
+    if not found or blas.api() is False:
+        pytest.skip("NumPy's BLAS here is not an OpenBLAS")
+    assert blas.core().lower() == str(found[0]).lower()
+
+
 def test_lstm_lost_column_block_is_caught(monkeypatch):
     """A forward whose last block of W_h' is left at zero, and a backward whose last block of W_h^T is."""
+    monkeypatch.setattr("minilm.fast.blas.core", lambda: "SkylakeX")
     monkeypatch.setattr("minilm.fast.blas.SMALL_PRODUCT", 1)
     for name in ("_prepare_forward", "_transposes"):
         orig = getattr(fast_lstm, name)
@@ -480,8 +511,13 @@ def test_profile_of_the_recurrent_products():
 
     lines = []
     got = profile.profile_lstm_products(log=lines.append, repeats=2)
-    assert len(got) == 5 and all(t > 0 for row in got.values() for t in row[:2])
+    times = [row for name, row in got.items() if name not in ("core", "blocks_used")]
+    assert len(times) == 5 and all(t > 0 for row in times for t in row[:2])
     assert got["bench forward, h W_h"][2] == 4 and "blocks" in lines[1]  # (32, 128, 512): four column blocks
+    from minilm.fast import blas
+
+    used = "by column blocks" if blas.small_product() else "whole"
+    assert got["blocks_used"] == (blas.small_product() > 0) and f"steps make them {used}" in lines[-1]
 
 
 # ---- the second thread ----
@@ -598,3 +634,22 @@ def test_axpby_both_ways(dtype, monkeypatch):
     got = y.copy()
     blas.axpby(0.3, x, -1.7, got)
     assert np.abs(got - want).max() <= tol * np.abs(want).max()
+
+
+def test_column_blocks_benchmark_runs_both_and_restores_the_default(capsys):
+    """benchmarks/column_blocks.py times both layouts in the steps and leaves minilm.fast.blas as it was."""
+    import importlib.util
+    from pathlib import Path
+
+    from minilm.fast import blas
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "column_blocks.py"
+    spec = importlib.util.spec_from_file_location("column_blocks_bench", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    before = (blas.SMALL_PRODUCT, blas.small_product())
+    assert script.main(["--pairs", "1", "--calls", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "bench LSTM call" in out and "LSTM LM step" in out and out.count("whole / blocks") == 2
+    assert f"OpenBLAS kernels: {blas.core() or 'unknown'}" in out and "load average after" in out
+    assert (blas.SMALL_PRODUCT, blas.small_product()) == before

@@ -107,19 +107,45 @@ SMALL_PRODUCT = 1_000_000
 """M K N of an (M, K) x (K, N) product up to which OpenBLAS (0.3.31) with its SkylakeX kernels runs it on
 its small-matrix kernel: measured on a machine with those kernels, (8, 128, 512) runs at about 100 GFLOPS and
 (32, 128, 512) at about 77, (12, 256, 1024) at about 40 (``python -m minilm bench --profile``
-prints the LSTM's products whole and in blocks; with OpenBLAS's Haswell kernels the blocks gain nothing)."""
+prints the LSTM's products whole and in blocks)."""
+
+SMALL_KERNEL_CORES = ("skylakex", "cooperlake", "sapphirerapids")
+"""OpenBLAS's names of the cores whose kernels include the small-matrix one (the AVX-512 kernels).  With
+the others (Haswell's, say) a product cut into blocks only makes more calls, and the steps ran slower with
+them (``python benchmarks/column_blocks.py`` times both in the LSTM's fast steps, taking turns)."""
+
+_CORENAME = ("scipy_openblas_get_corename64_", "openblas_get_corename64_", "openblas_get_corename")
+
+
+@functools.cache
+def core() -> str:
+    """The name of the kernels NumPy's OpenBLAS chose for this CPU ("Haswell", "SkylakeX", ...), or ""."""
+    lib = _library()
+    fn = next((getattr(lib, n) for n in _CORENAME if lib is not None and hasattr(lib, n)), None)
+    if fn is None:
+        return ""
+    fn.restype = ctypes.c_char_p
+    return (fn() or b"").decode(errors="replace").strip()
+
+
+def small_product() -> int:
+    """The ``small`` of column_blocks for the LSTM's recurrent products: SMALL_PRODUCT with the kernels of
+    SMALL_KERNEL_CORES, else 0 (whole products)."""
+    return SMALL_PRODUCT if core().lower() in SMALL_KERNEL_CORES else 0
 
 
 def column_blocks(M: int, K: int, N: int, small: int | None = None) -> list[tuple[int, int]]:
     """Column ranges [(c0, c1), ...] covering 0..N that cut an (M, K) x (K, N) product into
     products of at most ``small`` (SMALL_PRODUCT) multiply-adds each: the fewest power-of-two number of blocks,
-    no block narrower than 16 columns.  One block [(0, N)] when the product is small already.
+    no block narrower than 16 columns.  One block [(0, N)] when the product is small already, or ``small`` is 0.
 
     The LSTM's recurrent products (minilm.fast.lstm), h_{t-1} W_h (B, Hd) x (Hd, 4Hd) and
     dA_t W_h^T (B, 4Hd) x (4Hd, Hd), are made one block of W's columns at a time, each block a
     contiguous copy: each output column is the same dot product, summed by another kernel.
     """
     small = SMALL_PRODUCT if small is None else small
+    if small <= 0:
+        return [(0, N)]
     p = 1
     while M * K * N > small * p and N // (2 * p) >= 16:
         p *= 2

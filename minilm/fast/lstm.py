@@ -34,11 +34,13 @@ recurrence and are twice the loop's arithmetic.  So:
   the backward loop enters it, so the backward step only multiplies by them;
   this thread has time for that in the backward, where the worker's
   products take longer than the loop.
-* the recurrent products h_{t-1} W_h' and dA_t W_h^T are made a block of
-  W's columns at a time (minilm.fast.blas.column_blocks): at the bench's
-  size each block is small enough for OpenBLAS's small-matrix kernel, which
-  runs it faster than the whole product; the blocks are contiguous copies,
-  and the backward's W_h^T and W_x^T copies are OpenBLAS transposes
+* where OpenBLAS's kernels have a small-matrix kernel (its AVX-512 ones:
+  minilm.fast.blas.small_product), the recurrent products h_{t-1} W_h' and
+  dA_t W_h^T are made a block of W's columns at a time
+  (minilm.fast.blas.column_blocks): at the bench's size each block is small
+  enough for that kernel, which runs it faster than the whole product; the
+  blocks are contiguous copies.  With other kernels they are whole products.
+  The backward's W_h^T and W_x^T copies are OpenBLAS transposes
   (minilm.fast.blas.transpose), not NumPy's strided copies.
 * every array, and every per-step view of it, belongs to a ``Workspace``
   allocated once for a shape (T, B, D, Hd) and reused by every call: fresh
@@ -170,7 +172,7 @@ class Workspace:
             if shape[:5] != self.shape[:5]:
                 raise ValueError(f"a shared LSTM Workspace of shape {self.shape[:5]} asked for {shape[:5]}")
             return self
-        layout = (CHUNK, WEIGHT_ROWS, blas.SMALL_PRODUCT, with_input, gate_form())  # what else decides them
+        layout = (CHUNK, WEIGHT_ROWS, blas.small_product(), with_input, gate_form())  # what else decides them
         if peer is None:
             self._allocate(T, B, D, Hd, dtype, lambda *s: np.empty(s, dtype), layout)
         else:

@@ -158,6 +158,10 @@ def profile_lstm_products(log=print, repeats: int = 200) -> dict:
     rows["transpose"] = (t_numpy, t_blas)
     log(f"  W^T of a (256, 1024) W: NumPy's copy {t_numpy:.0f} us, blas.transpose {t_blas:.0f} us "
         f"({t_numpy / t_blas:.1f}x)")
+    rows["core"], rows["blocks_used"] = blas.core() or "unknown", blas.small_product() > 0
+    log(f"  the LSTM's steps make them {'by column blocks' if rows['blocks_used'] else 'whole'}: OpenBLAS's "
+        f"{rows['core']} kernels {'have' if rows['blocks_used'] else 'have no'} small-matrix kernel "
+        f"(minilm.fast.blas.small_product)")
     return rows
 
 
