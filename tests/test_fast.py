@@ -295,6 +295,38 @@ def test_lstm_lm_embedding_gradient_both_ways(monkeypatch, n_layer, first):
     assert np.abs(grads["embed"] - fg["embed"]).max() <= TOL * np.abs(grads["embed"]).max()
 
 
+@pytest.mark.parametrize("n_layer", [1, 2])
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_lstm_lm_embedding_gradient_made_behind_the_loop(monkeypatch, n_layer, threads):
+    """With the one-hot matrix handed to the backward, layer 0 makes onehot dA_0 a part of the steps at a
+    time behind its loop (lstm._left_products, every part once), and their sum is the whole product;
+    a part lost (left as it was) is caught in the embeddings' gradient."""
+    from minilm.fast import lstm_lm as fast_lm
+
+    monkeypatch.setenv("MINILM_THREADS", threads)
+    monkeypatch.setattr(fast_lm, "one_hot_first", lambda *a: True)
+    monkeypatch.setattr(fast_lstm, "CHUNK", 2)  # 6 steps: 3 chunks, a part each
+    monkeypatch.setattr(fast_lstm, "WEIGHT_ROWS", 1)
+    cfg, p, state, x, y = lstm_lm_case()
+    cfg = lstm_lm.LSTMConfig(vocab_size=9, n_embd=4, n_hidden=5, n_layer=n_layer)
+    p = {k: v for k, v in p.items() if not k.startswith("lstm.1.") or n_layer == 2}
+    state = state[:n_layer]
+    _, grads, _ = lstm_lm.loss_grads_and_state(p, cfg, x, y, state=state)
+    parts, orig = [], fast_lstm._left_products
+    monkeypatch.setattr(fast_lstm, "_left_products", lambda ws, left, k, *a: parts.append(k) or orig(ws, left, k, *a))
+    model = FastLSTMLM(cfg, p, np.float64)
+    _, fg, _ = model.loss_grads_and_state(x, y, state)
+    ws = model._ws[0]
+    assert sorted(parts) == list(range(len(ws.dWh_parts))) == [0, 1, 2]
+    whole = (model._onehot_buf @ ws.Z.reshape(-1, ws.Z.shape[2])) @ ws.WxT  # the product in one go
+    assert np.abs(fast_lstm.input_gradient_product(ws, model._onehot_buf) - whole).max() <= TOL * np.abs(whole).max()
+    assert np.abs(grads["embed"] - fg["embed"]).max() <= TOL * np.abs(grads["embed"]).max()
+    monkeypatch.setattr(fast_lstm, "_left_products", lambda ws, left, k, *a: k == 0 or orig(ws, left, k, *a))
+    ws.left_parts.fill(0)  # the lost part stays zero
+    _, lost, _ = model.loss_grads_and_state(x, y, state)
+    assert np.abs(grads["embed"] - lost["embed"]).max() > BROKEN * np.abs(grads["embed"]).max()
+
+
 def test_lstm_lm_broken_embedding_gradient_is_caught(monkeypatch):
     """(onehot dA_0) W_x0^T with the gate blocks of W_x0^T out of order (the plain order, not the step's)."""
     from minilm.fast import lstm_lm as fast_lm

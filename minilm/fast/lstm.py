@@ -387,13 +387,28 @@ def _weight_products(ws, xt, k: int, t0: int, t1: int) -> None:
     np.matmul(xt[t0 * B : t1 * B].T, dA, out=ws.dWx_parts[k])  # (D, rows) x (rows, 4Hd) -> (D, 4Hd)
 
 
+def _left_products(ws, left, k: int, t0: int, t1: int) -> None:
+    """Part k's share (steps t0..t1-1) of left dA: (V, rows) x (rows, 4Hd) -> (V, 4Hd) (input_gradient_product)."""
+    B = ws.H.shape[1]
+    np.matmul(left[:, t0 * B : t1 * B], ws.Z[t0:t1].reshape((t1 - t0) * B, -1), out=ws.left_parts[k])
+
+
 def _input_products(ws, WxT, t0: int, t1: int) -> None:
     """dx_t = dA_t W_x^T for steps t0..t1-1: (rows, 4Hd) x (4Hd, D) -> (rows, D)."""
     B = ws.H.shape[1]
     np.matmul(ws.Z[t0:t1].reshape((t1 - t0) * B, -1), WxT, out=ws.dxt[t0 * B : t1 * B])
 
 
-def _prepare_backward(ws, dstate) -> None:
+def _prepare_backward(ws, dstate, left=None) -> None:
+    """The carried state's gradients (dh, dc) before the last step; with ``left`` (V, T B), room for the
+    parts of left dA (_left_products)."""
+    ws.left_of = None
+    if left is not None:
+        n, V = len(ws.dWh_parts), left.shape[0]
+        if getattr(ws, "left_parts", None) is None or ws.left_parts.shape != (n, V, ws.Z.shape[2]) \
+                or ws.left_parts.dtype != ws.Z.dtype:
+            ws.left_parts = np.empty((n, V, ws.Z.shape[2]), ws.Z.dtype)  # here only: layer 0 is never the peer's
+        ws.left_of = left
     if dstate is None:
         ws.dh.fill(0), ws.dc.fill(0)
     else:
@@ -433,15 +448,16 @@ def _results(ws, input_grad: bool = True):
 
 
 @on_one_thread
-def lstm_backward_tm(dy, cache, dstate=None, input_grad: bool = True, inline: bool = False):
+def lstm_backward_tm(dy, cache, dstate=None, input_grad: bool = True, inline: bool = False, left=None):
     """lstm_backward on time-major gradients: dy (T, B, Hd) -> dxt (T B, D), dh0, dc0, dWx, dWh, db.
 
     dxt lives in the forward's Workspace (the next call overwrites it); the rest are new arrays.
-    ``input_grad=False`` leaves dx out (dxt is None): input_gradient_product gives a product with it.
+    ``input_grad=False`` leaves dx out (dxt is None): input_gradient_product gives a product with it,
+    and ``left`` (V, T B) has the backward make left dA part by part behind the loop, for that product.
     """
     ws, xt, _, _ = cache
     np.copyto(ws.dY, dy)  # (T, B, Hd), time-major and contiguous
-    _prepare_backward(ws, dstate)
+    _prepare_backward(ws, dstate, None if input_grad else left)
     with one_thread(), Background(inline) as bg:
         for k in reversed(range(len(ws.chunks))):
             _backward_chunk(ws, k)
@@ -449,6 +465,8 @@ def lstm_backward_tm(dy, cache, dstate=None, input_grad: bool = True, inline: bo
             part = _part_done(ws, k)
             if part:
                 bg.submit(_weight_products, ws, xt, *part)  # behind the loop, on the worker
+                if ws.left_of is not None:
+                    bg.submit(_left_products, ws, ws.left_of, *part)
             if input_grad:
                 bg.submit(_input_products, ws, ws.WxT, t0, t1)
     _gradients(ws)  # after the worker's last products (leaving Background waits for them)
@@ -551,7 +569,8 @@ def forward_layers(ls, wss, inputs, front) -> None:
 def backward_layers(ls, wss, inputs, front, input_grad: bool = True) -> None:
     """Layers ``ls`` (top first) of a stack's backward: layer l's upstream gradient is layer l + 1's dxt,
     chunk by chunk as ``front`` marks it; the top layer's is in its dY already.  The weight-gradient
-    products go to ``front.defer`` (whichever thread has time); gradients() sums them."""
+    products go to ``front.defer`` (whichever thread has time); gradients() sums them.  So do layer 0's
+    parts of left dA when stack_backward_tm was given a ``left`` (_prepare_backward)."""
     top = len(wss) - 1
     for l in ls:
         ws, xt = wss[l], inputs[l]
@@ -568,6 +587,8 @@ def backward_layers(ls, wss, inputs, front, input_grad: bool = True) -> None:
             part = _part_done(ws, k)
             if part:
                 front.defer(_weight_products, ws, xt, *part)
+                if l == 0 and getattr(ws, "left_of", None) is not None:
+                    front.defer(_left_products, ws, ws.left_of, *part)
 
 
 def _layer_inputs(xt, wss) -> list:
@@ -610,18 +631,18 @@ def stack_forward_tm(xt, T, states, weights, wss, peer=None):
 
 
 @on_one_thread
-def stack_backward_tm(dy, caches, input_grad: bool = True):
+def stack_backward_tm(dy, caches, input_grad: bool = True, left=None):
     """The backward of stack_forward_tm: dy (T, B, Hd) of the top layer -> [(dxt, dh0, dc0, dWx, dWh, db)] per layer.
 
     Layer l - 1's upstream gradient is layer l's dxt, so the layers run one chunk behind each other
     from the top down, on the two cores as in the forward.  ``input_grad=False``: no dx for layer 0 (its
-    dxt is None; see input_gradient_product).
+    dxt is None; see input_gradient_product, whose left dA layer 0 then makes part by part with a ``left``).
     """
     if len(caches) == 1:
-        return [lstm_backward_tm(dy, caches[0], input_grad=input_grad)]
+        return [lstm_backward_tm(dy, caches[0], input_grad=input_grad, left=left)]
     wss = [c[0] for c in caches]
-    for ws in wss:
-        _prepare_backward(ws, None)
+    for l, ws in enumerate(wss):
+        _prepare_backward(ws, None, left if l == 0 and not input_grad else None)
     np.copyto(wss[-1].dY, dy)
     inputs = [c[1] for c in caches]
     layers = list(range(len(wss) - 1, -1, -1))  # top first
@@ -649,7 +670,13 @@ def input_gradient_product(ws, left):
     For the LSTM LM, left is the one-hot matrix of the input ids and the product is the embeddings'
     gradient: with a small vocabulary V it costs V (T B) 4Hd + V 4Hd D multiply-adds instead of dx's
     (T B) 4Hd D + V (T B) D (minilm.fast.lstm_lm.one_hot_first says when).  The columns of dA and the
-    rows of W_x^T are both in the step's gate order, so the order cancels.
+    rows of W_x^T are both in the step's gate order, so the order cancels.  A backward given this ``left``
+    has made left dA already, a part of the steps at a time (_left_products): they are summed here.
     """
     T, B = ws.shape[:2]
-    return (left @ ws.Z.reshape(T * B, -1)) @ ws.WxT  # (V, T B) x (T B, 4Hd) -> (V, 4Hd); x (4Hd, D) -> (V, D)
+    if getattr(ws, "left_of", None) is left:  # parts (n, V, 4Hd), made behind the backward's loop
+        n = len(ws.left_parts)
+        left_dA = (ws.ones[:n] @ ws.left_parts.reshape(n, -1)).reshape(left.shape[0], -1)  # (V, 4Hd)
+    else:
+        left_dA = left @ ws.Z.reshape(T * B, -1)  # (V, T B) x (T B, 4Hd) -> (V, 4Hd)
+    return left_dA @ ws.WxT  # (V, 4Hd) x (4Hd, D) -> (V, D)

@@ -85,11 +85,12 @@ class FastLSTMLM(FlatModel):
         dx = dlogits @ P["W_out"].T  # (T B, V) x (V, Hd) -> (T B, Hd)
         onehot = self._onehot(len(ids))
         first = onehot is not None and one_hot_first(cfg.vocab_size, T * B, cfg.n_embd, cfg.n_hidden)
-        grads = L.stack_backward_tm(dx.reshape(T, B, -1), caches, input_grad=not first)  # no dh0, dc0 (TBPTT)
+        left = K.fill_onehot(onehot, ids) if first else None  # (V, T B): onehot dA_0 made behind the loop
+        grads = L.stack_backward_tm(dx.reshape(T, B, -1), caches, input_grad=not first, left=left)  # no dh0, dc0
         for l, (_, _, _, dWx, dWh, db) in enumerate(grads):
             G[f"lstm.{l}.Wx"][...], G[f"lstm.{l}.Wh"][...], G[f"lstm.{l}.b"][...] = dWx, dWh, db
         if first:  # d embed = onehot dx = (onehot dA_0) W_x0^T, without dx (T B, E)
-            np.copyto(G["embed"], L.input_gradient_product(self._ws[0], K.fill_onehot(onehot, ids)))
+            np.copyto(G["embed"], L.input_gradient_product(self._ws[0], left))
         else:
             G["embed"].fill(0)
             K.embedding_backward_add(G["embed"], ids, grads[0][0], onehot)  # (V, E), repeated ids accumulate
