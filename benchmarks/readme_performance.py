@@ -207,7 +207,9 @@ differently:
   t0..t0+7 as soon as layer 1 has finished them, with four bytes through a
   pipe for each finished chunk.  For the LSTM LM's character vocabulary the
   embeddings' gradient is (onehot dA_0) W_x0^T, fewer multiply-adds than
-  making layer 1's input gradient dx first.
+  making layer 1's input gradient dx first; onehot dA_0 is made a few chunks
+  of steps at a time behind layer 1's backward loop, in the time that side
+  would otherwise wait for the layer above.
 
 ```bash
 python -m minilm bench --plain --rounds 3    # every workload and every goal's figure, from one run
