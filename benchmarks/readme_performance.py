@@ -217,7 +217,8 @@ python -m minilm bench --profile             # where the fast Transformer step a
 python benchmarks/shakespeare.py                # nanoGPT's recipe on tinyshakespeare, PyTorch then minilm --fast
 python benchmarks/shakespeare.py --model lstm   # the 2-layer LSTM LM likewise (--only torch / minilm: one half)
 python benchmarks/busy_neighbour.py             # the main command with a busy-loop process beside it
-python benchmarks/readme_performance.py         # all of the above, written into this section
+python benchmarks/readme_performance.py         # the five commands above, written into this section
+python benchmarks/column_blocks.py              # the LSTM's recurrent products in column blocks or whole
 ```
 
 Measured on this project's machine ({M['cpu']}, 2 cores, NumPy {b['json']['numpy']} with
