@@ -156,6 +156,8 @@ class Workspace:
                     being ``per_part`` chunks (at least WEIGHT_ROWS rows: small products of few rows run slower)
     gWx, gWh, gb    the weights' gradients, minilm.lstm's gate order;  Wx, Wh: the call's weights (a stack's
                     layers in minilm.fast.procs' second process read them here)
+    left_parts (n_parts, V, 4Hd), left_of (V, T B): a backward given a ``left`` (the LSTM LM's one-hot
+                    matrix, layer 0 only, never shared) makes left dA into left_parts, one part each
 
     With a ``peer`` (minilm.fast.procs.Peer) every array lives in one buffer shared with the peer's
     process, which keeps a Workspace of its own over the same memory (same layout, same views).
@@ -163,6 +165,7 @@ class Workspace:
 
     def __init__(self):
         self.shape = None
+        self.left_parts = self.left_of = None  # _prepare_backward's, for input_gradient_product
 
     def ready(self, T: int, B: int, D: int, Hd: int, dtype, peer=None, with_input: bool = False) -> Workspace:
         shape = (T, B, D, Hd, np.dtype(dtype), peer and peer.generation, with_input)
@@ -405,8 +408,7 @@ def _prepare_backward(ws, dstate, left=None) -> None:
     ws.left_of = None
     if left is not None:
         n, V = len(ws.dWh_parts), left.shape[0]
-        if getattr(ws, "left_parts", None) is None or ws.left_parts.shape != (n, V, ws.Z.shape[2]) \
-                or ws.left_parts.dtype != ws.Z.dtype:
+        if ws.left_parts is None or ws.left_parts.shape != (n, V, ws.Z.shape[2]) or ws.left_parts.dtype != ws.Z.dtype:
             ws.left_parts = np.empty((n, V, ws.Z.shape[2]), ws.Z.dtype)  # here only: layer 0 is never the peer's
         ws.left_of = left
     if dstate is None:
@@ -587,7 +589,7 @@ def backward_layers(ls, wss, inputs, front, input_grad: bool = True) -> None:
             part = _part_done(ws, k)
             if part:
                 front.defer(_weight_products, ws, xt, *part)
-                if l == 0 and getattr(ws, "left_of", None) is not None:
+                if l == 0 and ws.left_of is not None:
                     front.defer(_left_products, ws, ws.left_of, *part)
 
 
@@ -674,7 +676,7 @@ def input_gradient_product(ws, left):
     has made left dA already, a part of the steps at a time (_left_products): they are summed here.
     """
     T, B = ws.shape[:2]
-    if getattr(ws, "left_of", None) is left:  # parts (n, V, 4Hd), made behind the backward's loop
+    if ws.left_of is left:  # parts (n, V, 4Hd), made behind the backward's loop
         n = len(ws.left_parts)
         left_dA = (ws.ones[:n] @ ws.left_parts.reshape(n, -1)).reshape(left.shape[0], -1)  # (V, 4Hd)
     else:
