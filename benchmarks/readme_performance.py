@@ -123,8 +123,8 @@ def section(out: dict) -> str:
          "faults_fresh": number(r"kept, (\d+) with a fresh one", p["text"]),
          "transpose": number(r"blas.transpose [\d.]+ us \(([\d.]+)x\)", p["text"]),
          "form": number(r"gate form '(\w+)'", p["text"]),
-         "tanh_us": number(r"float32 tanh ([\d.]+) us", p["text"]),
-         "exp_us": number(r", exp ([\d.]+) us over", p["text"])}
+         "tanh_us": number(r"tanh form ([\d.]+) us", p["text"]),
+         "exp_us": number(r"exp form ([\d.]+) us", p["text"])}
     blas_line = (f"On the products alone NumPy's BLAS (floor) takes {B['blas']}x PyTorch's time (tfloor): the "
                  f"products cost both sides about the same, and what stands between the fast step and 0.8x PyTorch "
                  f"is its work above them (a step at 0.8x PyTorch would be {B['goal_floor']}x its own floor)."
@@ -187,9 +187,9 @@ differently:
 * the LSTM (`minilm/fast/lstm.py`): the loop over t cannot be split, and
   NumPy pays about a microsecond per call inside it, so the loop makes as few
   calls as the formulas allow.  One call gives all four gates: one `tanh`
-  (sigmoid(a) = (1 + tanh(a/2)) / 2), or, where NumPy's float32 `tanh` takes
-  more than 1.5 times its `exp` (measured once per process; `bench --profile`
-  prints both), one `exp` (sigmoid(a) = 1 / (1 + exp(-a)), tanh(a) =
+  (sigmoid(a) = (1 + tanh(a/2)) / 2), or, where that form's calls take longer
+  than this one's (both timed once per process; `bench --profile` prints
+  both), one `exp` (sigmoid(a) = 1 / (1 + exp(-a)), tanh(a) =
   2 sigmoid(2a) - 1); the factors folded into copies of W_x, W_h and b made
   once per call, the gates stored in the order i, f, o, g so the sigmoids
   are one block; the gates' derivatives are computed a chunk of 8
@@ -265,9 +265,9 @@ products), GELU forward and backward, LayerNorm and AdamW, elementwise passes
 NumPy cannot fuse.  In the LSTM call the two loops over t cost {P['fwd_us']} and
 {P['bwd_us']} us per time step; a fresh set of arrays for every call costs
 {P['faults_fresh']} minor page faults per call, the kept Workspace {P['faults_kept']}; OpenBLAS's
-transpose copies a (256, 1024) W {P['transpose']}x faster than NumPy.  NumPy's float32 tanh took
-{P['tanh_us']} us and its exp {P['exp_us']} us over a (32, 512) block, so the steps make their gates
-by `{P['form']}` here (minilm.fast.lstm.gate_form).
+transpose copies a (256, 1024) W {P['transpose']}x faster than NumPy.  One step's gate calls over a
+(32, 512) block took {P['tanh_us']} us in the tanh form and {P['exp_us']} us in the exp form, so the steps
+make their gates by `{P['form']}` here (minilm.fast.lstm.gate_form).
 
 **The busy neighbour.** `python benchmarks/busy_neighbour.py` runs the
 README's main command four times: on the quiet machine, then with one

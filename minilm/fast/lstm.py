@@ -23,9 +23,10 @@ recurrence and are twice the loop's arithmetic.  So:
   or "exp", sigmoid(a) = 1 / (1 + exp(-a)) and tanh(a) = 2 sigmoid(2a) - 1,
   one exp over all four.  The factors (1/2 for a_i, a_f, a_o in the first
   form; -1 for them and -2 for a_g in the second) are folded into copies of
-  W_x, W_h and b made once per call.  NumPy's tanh is the faster call where
-  it has a vector kernel for it; where it has one only for exp (on some
-  AVX2 machines float32 tanh takes twice exp's time) the exp form wins.
+  W_x, W_h and b made once per call.  The tanh form makes two fewer passes;
+  the exp form wins where NumPy's float32 tanh is much slower than its exp
+  (on some AVX2 machines twice as slow).  gate_form() times both forms'
+  calls once per process and takes the faster.
   Inside the step the gates are stored in the order i, f, o, g,
   so the three sigmoids are one block; the copies' columns are reordered to
   match and the gradients' columns put back in the plain order at the end.
@@ -90,9 +91,9 @@ _gate_form = None
 
 def gate_form() -> str:
     """"tanh" or "exp": how the step makes its gates (this module's docstring).  MINILM_LSTM_GATES sets it;
-    else the faster of the two on this machine: "exp" when NumPy's float32 tanh takes more than 1.5 times
-    its exp (the exp form makes two more cheap passes), measured once per process over a (32, 512) block.
-    The two differ only in rounding (tests/test_fast.py checks both against minilm.lstm)."""
+    else the faster of the two on this machine: each form's calls of one step (form_timings), timed once
+    per process over a (32, 512) block.  The two differ only in rounding (tests/test_fast.py checks both
+    against minilm.lstm)."""
     global _gate_form
     if _gate_form is None:
         _gate_form = os.environ.get("MINILM_LSTM_GATES") or _faster_form()
@@ -103,22 +104,39 @@ def gate_form() -> str:
 
 def _faster_form() -> str:
     t_tanh, t_exp = form_timings()
-    return "exp" if t_tanh > 1.5 * t_exp else "tanh"
+    return "exp" if t_exp < t_tanh else "tanh"
 
 
 def form_timings(rounds: int = 7) -> tuple[float, float]:
-    """Seconds of one float32 np.tanh and one np.exp over a (32, 512) block: the medians of ``rounds``
-    rounds of ten calls each, the two taking turns (a machine whose speed drifts slows both)."""
-    a = np.linspace(-4, 4, 32 * 512, dtype=np.float32)
-    out = np.empty_like(a)
+    """Seconds of each gate form's calls in one step (_steps_forward) over a (32, 512) block of gates:
+    "tanh", a tanh then two passes over the sigmoids' three quarters; "exp", an exp, two passes over the
+    whole and two over g's quarter.  The medians of ``rounds`` rounds of ten calls each, the two forms
+    taking turns (a machine whose speed drifts slows both), after one untimed round."""
+    a = np.linspace(-4, 4, 32 * 512, dtype=np.float32).reshape(32, 512)  # (B, 4Hd) pre-activations
+    s = np.empty_like(a)
+    sig, g = s[:, :384], s[:, 384:]  # i, f, o and g, as in the step
+    half, one, two = (np.float32(k) for k in (0.5, 1, 2))
+
+    def by_tanh():
+        np.tanh(a, out=s)
+        np.multiply(sig, half, out=sig)
+        np.add(sig, half, out=sig)
+
+    def by_exp():
+        np.exp(a, out=s)
+        np.add(s, one, out=s)
+        np.reciprocal(s, out=s)
+        np.multiply(g, two, out=g)
+        np.subtract(g, one, out=g)
 
     def seconds(fn) -> float:
         t0 = time.perf_counter()
         for _ in range(10):
-            fn(a, out=out)
+            fn()
         return (time.perf_counter() - t0) / 10
 
-    pairs = [(seconds(np.tanh), seconds(np.exp)) for _ in range(rounds)]
+    seconds(by_tanh), seconds(by_exp)  # untimed: a process's first calls run slower
+    pairs = [(seconds(by_tanh), seconds(by_exp)) for _ in range(rounds)]
     return float(np.median([t for t, _ in pairs])), float(np.median([e for _, e in pairs]))
 
 
