@@ -538,6 +538,19 @@ def test_profile_counts_every_op(monkeypatch):
     assert got["gate_form"] in ("tanh", "exp") and got["tanh_us"] > 0 and got["exp_us"] > 0
 
 
+def test_profile_of_the_transformer_step_counts_the_step_alone():
+    """Each kernel's calls per step are the fast step's (the nanoGPT config: 4 layers of 12 products and
+    3 for the tied head), none of the floor's, which takes turns with it; the ops sum to the total."""
+    from minilm.fast import bench, profile
+
+    got = profile.profile_transformer(bench.transformer_step, steps=1, rounds=2, warmup=1, log=lambda *a: None)
+    cfg = bench.transformer_config()
+    assert got["calls"]["matmul"] == 12 * cfg.n_layer + 3
+    assert got["calls"]["attention_forward"] == got["calls"]["attention_backward"] == cfg.n_layer
+    assert got["calls"]["adamw_step"] == got["calls"]["grad_norm"] == 1
+    assert got["floor_ms"] > 0 and sum(got["ops"].values()) == pytest.approx(got["total_ms"])
+
+
 def test_profile_of_the_recurrent_products():
     from minilm.fast import profile
 

@@ -49,6 +49,17 @@ def _timed(targets):
             setattr(obj, name, fn)
 
 
+@contextmanager
+def _paused(ns, calls):
+    """The counters of _timed as they were before the block (the floor's products are not the step's)."""
+    saved = ns.copy(), calls.copy()
+    try:
+        yield
+    finally:
+        ns.clear(), calls.clear()
+        ns.update(saved[0]), calls.update(saved[1])
+
+
 def _cpu_ms(fn, n: int) -> float:
     t = time.thread_time_ns()
     for _ in range(n):
@@ -56,8 +67,11 @@ def _cpu_ms(fn, n: int) -> float:
     return (time.thread_time_ns() - t) / n / 1e6
 
 
-def profile_transformer(make_step, steps: int = 10, log=print) -> dict:
-    """``make_step(kind)`` is the bench's minilm.fast.bench.transformer_step: kind "fast" or "floor"."""
+def profile_transformer(make_step, steps: int = 10, rounds: int = 5, warmup: int = 10, log=print) -> dict:
+    """``make_step(kind)`` is the bench's minilm.fast.bench.transformer_step: kind "fast" or "floor".
+
+    After ``warmup`` untimed steps of each (a process's first steps run slower), ``rounds`` rounds of
+    ``steps`` steps of each, the two taking turns: a machine whose speed drifts slows both alike."""
     from minilm.fast import kernels as K
     from minilm.fast.blas import one_thread
     from minilm.fast.flat import FlatParams
@@ -69,11 +83,15 @@ def profile_transformer(make_step, steps: int = 10, log=print) -> dict:
     targets = [(K, n, n) for n in names] + [(FlatParams, "adamw_step", "adamw_step"),
                                             (FlatParams, "grad_norm", "grad_norm")]
     with one_thread():
-        for _ in range(3):
+        for _ in range(warmup):
             step(), floor()
-        floor_ms = _cpu_ms(floor, steps)
+        floor_ms = total = 0.0
         with _timed(targets) as (ns, calls):
-            total = _cpu_ms(step, steps)
+            for _ in range(rounds):
+                with _paused(ns, calls):
+                    floor_ms += _cpu_ms(floor, steps) / rounds
+                total += _cpu_ms(step, steps) / rounds
+    steps *= rounds  # the timed steps of the fast model
     rows = {k: ns[k] / steps / 1e6 for k in names + ("adamw_step", "grad_norm")}
     rows["rest (bias adds, lookups, views)"] = total - sum(rows.values())
     log(f"fast Transformer step (nanoGPT config), one thread: {total:.1f} ms CPU; its matmul floor "
@@ -81,7 +99,7 @@ def profile_transformer(make_step, steps: int = 10, log=print) -> dict:
     log(f"  {'op':<34} {'ms/step':>8} {'calls':>6}  (attention_* include their batched products)")
     for k, ms in sorted(rows.items(), key=lambda kv: -kv[1]):
         log(f"  {k:<34} {ms:8.2f} {calls[k] // steps if calls[k] else '':>6}")
-    return {"total_ms": total, "floor_ms": floor_ms, "ops": rows}
+    return {"total_ms": total, "floor_ms": floor_ms, "ops": rows, "calls": {k: calls[k] // steps for k in calls}}
 
 
 def _faults(fn, n: int) -> float:
