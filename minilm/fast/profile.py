@@ -26,9 +26,10 @@ import numpy as np
 
 
 @contextmanager
-def _timed(targets):
-    """Wrap each (object, attribute name, label) in a CPU-time counter; yields (ns Counter, calls Counter)."""
-    ns, calls, saved = Counter(), Counter(), []
+def _timed(targets, ns=None, calls=None):
+    """Wrap each (object, attribute name, label) in a CPU-time counter inside the block; yields (ns Counter,
+    calls Counter), new ones or the given ones, which go on counting."""
+    ns, calls, saved = ns if ns is not None else Counter(), calls if calls is not None else Counter(), []
     for obj, name, label in targets:
         fn = getattr(obj, name)
         saved.append((obj, name, fn))
@@ -47,17 +48,6 @@ def _timed(targets):
     finally:
         for obj, name, fn in saved:
             setattr(obj, name, fn)
-
-
-@contextmanager
-def _paused(ns, calls):
-    """The counters of _timed as they were before the block (the floor's products are not the step's)."""
-    saved = ns.copy(), calls.copy()
-    try:
-        yield
-    finally:
-        ns.clear(), calls.clear()
-        ns.update(saved[0]), calls.update(saved[1])
 
 
 def _cpu_ms(fn, n: int) -> float:
@@ -86,10 +76,10 @@ def profile_transformer(make_step, steps: int = 10, rounds: int = 5, warmup: int
         for _ in range(warmup):
             step(), floor()
         floor_ms = total = 0.0
-        with _timed(targets) as (ns, calls):
-            for _ in range(rounds):
-                with _paused(ns, calls):
-                    floor_ms += _cpu_ms(floor, steps) / rounds
+        ns, calls = Counter(), Counter()
+        for _ in range(rounds):
+            floor_ms += _cpu_ms(floor, steps) / rounds  # unwrapped: the floor's products are not the step's
+            with _timed(targets, ns, calls):
                 total += _cpu_ms(step, steps) / rounds
     steps *= rounds  # the timed steps of the fast model
     rows = {k: ns[k] / steps / 1e6 for k in names + ("adamw_step", "grad_norm")}
