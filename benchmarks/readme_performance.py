@@ -143,7 +143,8 @@ steps with the plain models in float64 (they agree to 1e-10 or better; the
 gradient checks run on the plain code).  `minilm train --fast` covers every
 language model and configuration `train` offers: the Transformer pre- or
 post-LN (the text's), ReLU or GELU, sinusoidal or learned positions, with or
-without dropout, the masked LM, the LSTM LM and the n-gram model.  It draws
+without dropout, with or without the output layer's bias (GPT-2's has none:
+`--init-from`), the masked LM, the LSTM LM and the n-gram model.  It draws
 the same batches, masks and dropout from the run's generator as the plain
 step, and checkpoints are the same.  `--model seq2seq` and `--model las` have
 no fast path yet: `--fast` refuses them in one line.  What the fast path does

@@ -28,6 +28,8 @@ GPT_CONFIGS = {
     "pre-dropout": dict(ffn="gelu", pos="learned", tie_weights=True, scale_embed=False, dropout=0.2),
     "post-dropout": dict(norm="post", ffn="relu", pos="sinusoidal", dropout=0.2),
     "masked-lm": dict(norm="post", ffn="relu", pos="sinusoidal", causal=False, mask_token=10, dropout=0.1),
+    "gpt2-head-without-bias": dict(ffn="gelu", pos="learned", tie_weights=True, scale_embed=False, head_bias=False),
+    "text-head-without-bias": dict(norm="post", ffn="relu", pos="sinusoidal", head_bias=False),
 }
 
 
@@ -270,13 +272,25 @@ def test_train_fast_refuses_what_it_cannot_train(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "--fast" in err and len(err.strip().splitlines()) == 1
     assert not out.exists()
+    # LAS: refused before its data is looked for (nothing downloaded into --data-dir, nothing written)
+    fsdd = tmp_path / "fsdd"
+    code = main(["train", "--model", "las", "--data-dir", str(fsdd), "--out", str(out), "--fast", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--fast has no fast path for --model las" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists() and not fsdd.exists()
     attention_only = tr.TransformerConfig(vocab_size=11, ffn="none")  # a config of the library, not of train
     assert "--fast" in unsupported(SimpleNamespace(model="transformer"), attention_only)
-    assert unsupported(SimpleNamespace(model="transformer"), gpt("the-text")[0]) is None
+    assert "feed-forward 'none'" in unsupported(SimpleNamespace(model="transformer"), attention_only)
+    no_final = tr.TransformerConfig(vocab_size=11, norm="pre", final_norm=False)
+    assert "final LayerNorm" in unsupported(SimpleNamespace(model="transformer"), no_final)
+    for kind in GPT_CONFIGS:
+        assert unsupported(SimpleNamespace(model="transformer"), gpt(kind)[0]) is None, kind
 
 
 @pytest.mark.parametrize("model,extra", [("transformer", dict(norm="post", dropout=0.1)),
                                          ("transformer", dict(norm="pre", dropout=0.0, activation="relu")),
+                                         ("transformer", dict(norm="pre", activation="gelu", positions="learned",
+                                                              tie_weights=True, head_bias=False)),
                                          ("mlm", dict(dropout=0.1)), ("lstm", dict())])
 def test_train_fast_matches_plain_every_configuration(tmp_path, model, extra):
     """train --fast and train, six steps of the text's post-LN model, dropout, the masked LM, a 2-layer

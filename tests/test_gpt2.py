@@ -187,6 +187,13 @@ def test_the_command_line_exports_samples_and_fine_tunes(tmp_path, capsys):
     assert tuned.cfg.block_size == 24 and tuned.cfg.head_bias is False and tuned.tokenizer.kind == "bpe"
     start = G.load(tmp_path / "hf")[1]
     assert any(not np.array_equal(tuned.params[k], start[k]) for k in start)  # it trained from those weights
+    # the same fine-tuning with --fast (GPT-2's head has no bias): the same steps, to float32 rounding
+    assert main(["train", "--init-from", str(tmp_path / "hf"), "--data", str(data), "--out", str(tmp_path / "ftf"),
+                 "--steps", "4", "--block-size", "16", "--quiet", "--fast"]) == 0
+    fast = load_run(tmp_path / "ftf" / "checkpoint.npz")
+    assert set(fast.params) == set(tuned.params) and "lm_head.b" not in fast.params
+    diff = {k: float(np.abs(fast.params[k] - tuned.params[k]).max()) for k in tuned.params}
+    assert max(d for k, d in diff.items() if not k.endswith("attn.b_k")) < 1e-5, diff  # b_k: tests/test_fast_gpt.py
     # bad input: one line, exit status 2
     assert main(["export", "--checkpoint", ck, str(tmp_path / "hf")]) == 2
     assert main(["train", "--init-from", str(tmp_path / "hf"), "--data", str(data), "--out", str(tmp_path / "x"),

@@ -61,12 +61,23 @@ from minilm.validate import check_ids
 
 def supports(cfg) -> bool:
     """The fast path covers every Transformer ``minilm train`` offers: pre- or post-LN, causal or not
-    (the masked LM), ReLU or GELU, either positions, dropout, embedding scale and weight tying, with an
-    output bias.  Attention-only blocks (ffn="none"), pre-LN without the final LayerNorm and a head
-    without bias (GPT-2's) use minilm.transformer."""
+    (the masked LM), ReLU or GELU, either positions, dropout, embedding scale and weight tying, with or
+    without an output bias (GPT-2's head has none: ``train --init-from``).  Attention-only blocks
+    (ffn="none") and pre-LN without the final LayerNorm, which ``train`` does not offer, use
+    minilm.transformer."""
     return (_activation(cfg) in ("gelu", "relu") and getattr(cfg, "norm", "pre") in ("pre", "post")
-            and (getattr(cfg, "norm", "pre") == "post" or getattr(cfg, "final_norm", True))
-            and getattr(cfg, "head_bias", True))
+            and (getattr(cfg, "norm", "pre") == "post" or getattr(cfg, "final_norm", True)))
+
+
+def why_not(cfg) -> str | None:
+    """What supports(cfg) lacks, in words, or None."""
+    if _activation(cfg) not in ("gelu", "relu"):
+        return f"feed-forward {_activation(cfg)!r} (the fast path has relu and gelu)"
+    if getattr(cfg, "norm", "pre") not in ("pre", "post"):
+        return f"norm {cfg.norm!r}"
+    if not supports(cfg):
+        return "pre-LN without the final LayerNorm"
+    return None
 
 
 def _activation(cfg) -> str:
@@ -101,7 +112,8 @@ def layout(cfg):
         entries += [("ln_f.gamma", (C,), False), ("ln_f.beta", (C,), False)]
     if not cfg.tie_weights:
         entries.append(("lm_head.W", (C, V), True))
-    entries.append(("lm_head.b", (V,), False))
+    if getattr(cfg, "head_bias", True):
+        entries.append(("lm_head.b", (V,), False))
     return entries, aliases
 
 
@@ -115,8 +127,7 @@ class FastTransformer(FlatModel):
 
     def __init__(self, cfg, params: dict | None = None, dtype=np.float32, buffers=None):
         if not supports(cfg):
-            raise ValueError("FastTransformer needs a feed-forward (relu or gelu) in every block and, pre-LN, "
-                             "the final LayerNorm; use minilm.transformer for this one")
+            raise ValueError(f"FastTransformer has no fast path for {why_not(cfg)}; use minilm.transformer")
         self.cfg = cfg
         self._ws_shape, self._ws = None, None
         self._init_flat(FlatParams(*layout(cfg), dtype=dtype, buffers=buffers), params)
@@ -316,7 +327,8 @@ class FastTransformer(FlatModel):
         W_head = P["wte"].T if cfg.tie_weights else P["lm_head.W"]  # (C, V)
         logits = ws["logits"]
         mm(final, W_head, logits)  # (M, C) x (C, V) -> (M, V)
-        logits += P["lm_head.b"]
+        if "lm_head.b" in P:
+            logits += P["lm_head.b"]  # (V,)
         if not train:
             return logits.reshape(B, T, -1).copy()  # (B, T, V)
         loss = K.cross_entropy_inplace(logits, targets.reshape(-1), ws["ones_v"], IGNORE_INDEX)  # -> dlogits
@@ -345,7 +357,8 @@ class FastTransformer(FlatModel):
         post, tmp, ids = cfg.norm == "post", ws["tmp"], idx.reshape(-1)
         W_head = P["wte"].T if cfg.tie_weights else P["lm_head.W"]  # (C, V)
         dlogits, dx, dn, dd, ones_m = ws["logits"], ws["dx"], ws["dn"], ws["dd"], ws["ones_m"]
-        np.matmul(ones_m, dlogits, out=G["lm_head.b"])  # (V,)
+        if "lm_head.b" in G:
+            np.matmul(ones_m, dlogits, out=G["lm_head.b"])  # (V,) = sum over rows of dlogits
         if cfg.tie_weights:
             head = later(K.matmul, dlogits.T, final, G["wte"])  # (V, M) x (M, C) -> (V, C), the head's share
         else:

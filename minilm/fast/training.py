@@ -10,7 +10,8 @@ path is refused (``unsupported`` says why, in one line) before anything is
 written: ``--fast`` never silently trains the plain way.
 
     transformer   every configuration train offers (minilm.fast.gpt.supports): pre- or post-LN,
-                  ReLU or GELU, either positions, dropout (masks drawn from the run's generator)
+                  ReLU or GELU, either positions, dropout (masks drawn from the run's generator),
+                  with or without the output bias (--init-from: GPT-2's head has none)
     mlm           the same, bidirectional; the batch masked by minilm.mlm.mask_tokens first
     ngram         every configuration (minilm.fast.ngram)
     lstm          every configuration (minilm.fast.lstm_lm); the carried state as in the plain adapter
@@ -26,17 +27,17 @@ from __future__ import annotations
 import numpy as np
 
 from minilm import mlm
-from minilm.fast.gpt import FastTransformer, supports
+from minilm.fast.gpt import FastTransformer, supports, why_not
 from minilm.fast.lstm_lm import FastLSTMLM
 from minilm.fast.ngram import FastNgram
 
 
-def unsupported(o, cfg) -> str | None:
-    """Why ``--fast`` cannot train this model and configuration, or None when it can."""
+def unsupported(o, cfg=None) -> str | None:
+    """Why ``--fast`` cannot train this model and configuration, or None when it can (with ``cfg`` None:
+    the model alone, asked before its data is read or downloaded)."""
     if o.model in ("transformer", "mlm"):
-        return None if supports(cfg) else (
-            f"--fast has no fast path for this Transformer (ffn {cfg.ffn!r}, norm {cfg.norm!r}); "
-            f"drop --fast to train it the plain way")
+        return None if cfg is None or supports(cfg) else (
+            f"--fast has no fast path for a Transformer with {why_not(cfg)}; drop --fast to train it the plain way")
     if o.model in ("ngram", "lstm"):
         return None
     return f"--fast has no fast path for --model {o.model} yet; drop --fast to train it the plain way"

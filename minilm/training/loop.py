@@ -400,16 +400,18 @@ def train(opts: TrainOptions, resume: bool = False, explicit=None, log=print, pr
     TrainingDiverged when the loss or gradient stops being finite.
     """
     t_start = time.perf_counter()
+    if opts.fast:
+        try:
+            from minilm.fast.training import attach, unsupported
+        except ModuleNotFoundError:  # a student copy leaves minilm/fast/ out
+            raise ValueError("--fast: this installation has no minilm/fast/ (a student copy leaves it out); "
+                             "train without --fast") from None
+        if not resume and unsupported(opts) is not None:  # before the data is read or downloaded
+            raise ValueError(unsupported(opts))
     s = start(opts, resume, explicit, log, force)
     o, a = s.o, s.adapter
     fast_step = None
     if o.fast:
-        try:
-            from minilm.fast.training import attach
-        except ModuleNotFoundError:  # a student copy leaves minilm/fast/ out
-            raise ValueError("--fast: this installation has no minilm/fast/ (a student copy leaves it out); "
-                             "train without --fast") from None
-
         fast_step = attach(s)
         if fast_step is None:
             raise ValueError(f"--fast: there is no fast path for --model {o.model} with these options yet "
