@@ -98,9 +98,9 @@ def matmul_floor(g, B=12, T=64, C=128, H=4, L=4, V=65):
     and weight-gradient products and six batched attention products, then the tied output layer's three."""
     M, Fw, hs = B * T, 4 * C, C // H
     r = lambda *s: torch.randn(*s, generator=g)  # noqa: E731
-    x, xF, x3, logits = r(M, C), r(M, Fw), r(M, 3 * C), r(M, V)
+    x, xF, x3, logits, dx = r(M, C), r(M, Fw), r(M, 3 * C), r(M, V), r(M, C)
     lin = [(x, r(C, 3 * C), x3), (x, r(C, C), x.clone()), (x, r(C, Fw), xF), (xF, r(Fw, C), x.clone())]
-    grads = [r(*w.shape) for _, w, _ in lin]
+    grads = [(r(*a.shape), r(*w.shape)) for a, w, _ in lin]  # (da, dw): outputs never read back, all finite
     qkv, S, E, dE = r(M, 3 * C), r(B, H, T, T), r(V, C), r(V, C)
     q, k, v = (qkv[:, i * C:(i + 1) * C].reshape(B, T, H, hs).transpose(1, 2) for i in range(3))
     out = r(B, H, T, hs)
@@ -108,9 +108,9 @@ def matmul_floor(g, B=12, T=64, C=128, H=4, L=4, V=65):
     def step():
         with torch.no_grad():
             for _ in range(L):
-                for (a, w, o), dw in zip(lin, grads, strict=True):
+                for (a, w, o), (da, dw) in zip(lin, grads, strict=True):
                     torch.matmul(a, w, out=o)  # forward
-                    torch.matmul(o, w.T, out=a)  # input gradient
+                    torch.matmul(o, w.T, out=da)  # input gradient
                     torch.matmul(a.T, o, out=dw)  # weight gradient
                 torch.matmul(q, k.transpose(-1, -2), out=S)  # scores
                 torch.matmul(S, v, out=out)  # heads
@@ -119,7 +119,7 @@ def matmul_floor(g, B=12, T=64, C=128, H=4, L=4, V=65):
                 torch.matmul(S, k, out=out)  # dq
                 torch.matmul(S.transpose(-1, -2), q, out=out)  # dk
             torch.matmul(x, E.T, out=logits)
-            torch.matmul(logits, E, out=x)
+            torch.matmul(logits, E, out=dx)
             torch.matmul(logits.T, x, out=dE)
 
     return step

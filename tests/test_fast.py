@@ -481,6 +481,19 @@ def test_matmul_floor_runs(monkeypatch):
                 os.waitpid(pid, 0)
 
 
+def test_matmul_floor_stays_finite(monkeypatch):
+    """The floor's products never read another's output as their input, so their values do not grow from
+    call to call until they overflow: the floor times products of finite numbers, as the step makes."""
+    from minilm.fast.bench import matmul_floor, transformer_config
+
+    monkeypatch.setenv("MINILM_PROCESSES", "0")
+    monkeypatch.setenv("MINILM_THREADS", "1")
+    floor = matmul_floor(transformer_config(), 2, 64, np.random.default_rng(0))
+    with np.errstate(all="raise"):  # an overflow to inf, or inf - inf = NaN, raises FloatingPointError
+        for _ in range(4):
+            floor()
+
+
 # ---- minilm train --model lstm --fast ----
 
 

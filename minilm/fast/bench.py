@@ -171,9 +171,10 @@ def _floor_products(cfg, B: int, T: int, rng):
     C, H, V, L = cfg.n_embd, cfg.n_head, cfg.vocab_size, cfg.n_layer
     M, F, hs = B * T, 4 * C, C // H
     r = lambda *s: rng.standard_normal(s).astype(np.float32)  # noqa: E731
-    x, xF, x3, logits = r(M, C), r(M, F), r(M, 3 * C), r(M, V)
+    x, xF, x3, logits, dx = r(M, C), r(M, F), r(M, 3 * C), r(M, V), r(M, C)
     lin = [(x, r(C, 3 * C), x3), (x, r(C, C), x.copy()), (x, r(C, F), xF), (xF, r(F, C), x.copy())]
-    grads = [r(*w.shape) for _, w, _ in lin]
+    grads = [(r(*a.shape), r(*w.shape)) for a, w, _ in lin]  # (da, dw): no product's output is read back
+    # as an input, so every value stays what the first step made it (finite: no overflow to inf and NaN)
     qkv, S, E, dE = r(M, 3 * C), r(B, H, T, T), r(V, C), r(V, C)
     q, k, v = (qkv[:, i * C:(i + 1) * C].reshape(B, T, H, hs).transpose(0, 2, 1, 3) for i in range(3))
     out = r(M, C).reshape(B, T, H, hs).transpose(0, 2, 1, 3)
@@ -188,13 +189,13 @@ def _floor_products(cfg, B: int, T: int, rng):
 
     def products(mm):
         for _ in range(L):
-            for (a, w, o), dw in zip(lin, grads, strict=True):
+            for (a, w, o), (da, dw) in zip(lin, grads, strict=True):
                 mm(a, w, o)  # forward: (M, Din) x (Din, Dout)
-                mm(o, w.T, a)  # input gradient: (M, Dout) x (Dout, Din)
+                mm(o, w.T, da)  # input gradient: (M, Dout) x (Dout, Din)
                 mm(a.T, o, dw)  # weight gradient: (Din, M) x (M, Dout)
             run_halves(attention, B)
         mm(x, E.T, logits)  # logits (M, C) x (C, V)
-        mm(logits, E, x)  # dx (M, V) x (V, C)
+        mm(logits, E, dx)  # dx (M, V) x (V, C)
         mm(logits.T, x, dE)  # dwte (V, M) x (M, C)
 
     return products
