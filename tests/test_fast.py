@@ -110,9 +110,10 @@ def test_lstm_gates_saturate_without_nan(gates):
 @pytest.mark.parametrize("threads", ["1", "2"])
 @pytest.mark.parametrize("weight_rows, parts", [(1, 3), (48, 2), (192, 1)])
 def test_lstm_matches_plain_over_several_chunks(monkeypatch, gates, threads, weight_rows, parts):
-    """T = 21 is three chunks of products (8, 8, 5), on the worker thread or all on this one, with the
-    weight gradients in one part per chunk, in parts of two chunks (the last of one) or in one part;
-    a Workspace used for another shape first, then for this one twice, gives the same numbers."""
+    """T = 21 is three chunks of products (8, 8, 5) on the worker thread, with the weight gradients in one
+    part per chunk, in parts of two chunks (the last of one) or in one part; on one thread, each product
+    over all 21 steps; a Workspace used for another shape first, then for this one twice, gives the
+    same numbers."""
     monkeypatch.setenv("MINILM_THREADS", threads)
     monkeypatch.setattr(fast_lstm, "WEIGHT_ROWS", weight_rows)
     ws = fast_lstm.Workspace()
@@ -121,6 +122,18 @@ def test_lstm_matches_plain_over_several_chunks(monkeypatch, gates, threads, wei
         out_err, errors = lstm_errors(T=21, ws=ws)
         assert (len(ws.chunks), len(ws.dWh_parts)) == (3, parts)
         assert out_err <= TOL and max(errors.values()) <= TOL, errors
+
+
+def test_lstm_on_one_thread_makes_each_product_over_all_steps(monkeypatch):
+    """With no second thread, x_t W_x' + b', dW and dx are each one product over all T = 21 steps."""
+    monkeypatch.setenv("MINILM_THREADS", "1")
+    calls = []
+    for name in ("_inputs", "_weight_products", "_input_products"):
+        orig = getattr(fast_lstm, name)
+        monkeypatch.setattr(fast_lstm, name, lambda *a, orig=orig, name=name: calls.append((name, a[-2:])) or orig(*a))
+    out_err, errors = lstm_errors(T=21)
+    assert calls == [("_inputs", (0, 21)), ("_weight_products", (0, 21)), ("_input_products", (0, 21))]
+    assert out_err <= TOL and max(errors.values()) <= TOL, errors
 
 
 def test_column_blocks():
@@ -203,8 +216,11 @@ def test_openblas_core_is_named():
     assert blas.core().lower() == str(found[0]).lower()
 
 
-def test_lstm_lost_column_block_is_caught(monkeypatch):
-    """A forward whose last block of W_h' is left at zero, and a backward whose last block of W_h^T is."""
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_lstm_lost_column_block_is_caught(monkeypatch, threads):
+    """A forward whose last block of W_h' is left at zero, and a backward whose last block of W_h^T is
+    (products by chunks on two threads, whole on one)."""
+    monkeypatch.setenv("MINILM_THREADS", threads)
     monkeypatch.setattr("minilm.fast.blas.core", lambda: "SkylakeX")
     monkeypatch.setattr("minilm.fast.blas.SMALL_PRODUCT", 1)
     for name in ("_prepare_forward", "_transposes"):
@@ -220,8 +236,11 @@ def test_lstm_lost_column_block_is_caught(monkeypatch):
         assert (out_err if name == "_prepare_forward" else errors["dx"]) > BROKEN
 
 
-def test_lstm_lost_chunk_is_caught(monkeypatch):
-    """A backward whose weight products forget the first chunk (t < 8) of a three-chunk sequence."""
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_lstm_lost_chunk_is_caught(monkeypatch, threads):
+    """A backward whose weight products forget the first chunk (t < 8) of a three-chunk sequence (on one
+    thread, part 0 is the whole sequence: all of dW_h is lost)."""
+    monkeypatch.setenv("MINILM_THREADS", threads)
     monkeypatch.setattr(fast_lstm, "WEIGHT_ROWS", 1)  # one part per chunk
     orig = fast_lstm._weight_products
 
@@ -300,7 +319,8 @@ def test_lstm_lm_embedding_gradient_both_ways(monkeypatch, n_layer, first):
 def test_lstm_lm_embedding_gradient_made_behind_the_loop(monkeypatch, n_layer, threads):
     """With the one-hot matrix handed to the backward, layer 0 makes onehot dA_0 a part of the steps at a
     time behind its loop (lstm._left_products, every part once), and their sum is the whole product;
-    a part lost (left as it was) is caught in the embeddings' gradient."""
+    a part lost (left as it was) is caught in the embeddings' gradient.  One layer on one thread has no
+    loop to hide the parts behind: the product is made whole afterwards, from no parts."""
     from minilm.fast import lstm_lm as fast_lm
 
     monkeypatch.setenv("MINILM_THREADS", threads)
@@ -317,10 +337,13 @@ def test_lstm_lm_embedding_gradient_made_behind_the_loop(monkeypatch, n_layer, t
     model = FastLSTMLM(cfg, p, np.float64)
     _, fg, _ = model.loss_grads_and_state(x, y, state)
     ws = model._ws[0]
-    assert sorted(parts) == list(range(len(ws.dWh_parts))) == [0, 1, 2]
     whole = (model._onehot_buf @ ws.Z.reshape(-1, ws.Z.shape[2])) @ ws.WxT  # the product in one go
     assert np.abs(fast_lstm.input_gradient_product(ws, model._onehot_buf) - whole).max() <= TOL * np.abs(whole).max()
     assert np.abs(grads["embed"] - fg["embed"]).max() <= TOL * np.abs(grads["embed"]).max()
+    if threads == "1" and n_layer == 1:  # lstm_backward_tm on one core: no parts
+        assert parts == [] and ws.left_of is None
+        return
+    assert sorted(parts) == list(range(len(ws.dWh_parts))) == [0, 1, 2]
     monkeypatch.setattr(fast_lstm, "_left_products", lambda ws, left, k, *a: k == 0 or orig(ws, left, k, *a))
     ws.left_parts.fill(0)  # the lost part stays zero
     _, lost, _ = model.loss_grads_and_state(x, y, state)

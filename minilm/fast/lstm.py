@@ -18,6 +18,10 @@ recurrence and are twice the loop's arithmetic.  So:
   while this thread works on steps t0..t1, the worker multiplies the chunk
   the loop has just finished (or is about to need); the two threads share
   what is left at the end.  BLAS stays on one thread (minilm.fast.blas).
+* with no second thread to hand them to (each process's half of a batch,
+  below, or MINILM_THREADS=1) nothing can overlap the loop: each product is
+  then made once over all T steps, after (or before) the loop, and fewer,
+  larger products run faster than T / CHUNK products of CHUNK steps.
 * ONE call gives all four gates, in one of two forms (gate_form()):
   "tanh", sigmoid(a) = (1 + tanh(a / 2)) / 2, one tanh over all four blocks;
   or "exp", sigmoid(a) = 1 / (1 + exp(-a)) and tanh(a) = 2 sigmoid(2a) - 1,
@@ -340,6 +344,12 @@ def _prepare_forward(ws, h0, c0, Wx, Wh, b) -> None:
     ws.H[0], ws.C[0] = h0, c0
 
 
+def _alone(inline: bool) -> bool:
+    """True when this call has no second thread to hand products to: ``inline`` (each of two processes
+    has half of the batch) or one core (MINILM_THREADS=1)."""
+    return inline or n_threads() == 1
+
+
 @on_one_thread
 def lstm_forward_tm(xt, T, h0, c0, Wx, Wh, b, ws: Workspace | None = None, inline: bool = False):
     """lstm_forward on time-major input: xt (T B, D), row t B + n = x[n, t] -> H (T+1, B, Hd), cache.
@@ -351,6 +361,12 @@ def lstm_forward_tm(xt, T, h0, c0, Wx, Wh, b, ws: Workspace | None = None, inlin
     B, Hd = h0.shape
     ws = (ws or Workspace()).ready(T, B, xt.shape[1], Hd, xt.dtype)
     _prepare_forward(ws, h0, c0, Wx, Wh, b)
+    if _alone(inline):  # one core: nothing to overlap, and one product over all T steps beats T / CHUNK of them
+        with one_thread():
+            _inputs(ws, xt, ws.Wxp, ws.bp, 0, T)
+            _steps_forward(ws.forward_views, ws.Whp_blocks, ws.tmp, ws.form)
+            _transposes(ws, Wx, Wh)
+        return ws.H, (ws, xt, Wx, Wh)
     with one_thread(), Background(inline) as bg:
         ahead = [bg.submit(_inputs, ws, xt, ws.Wxp, ws.bp, t0, t1) for t0, t1 in ws.chunks]
         bg.submit(_transposes, ws, Wx, Wh)  # for the backward, while the worker has time
@@ -454,12 +470,13 @@ def _part_done(ws, k: int):
     return k // ws.per_part, ws.chunks[k][0], ws.chunks[last][1]
 
 
-def _gradients(ws) -> None:
-    """ws.gWx, ws.gWh, ws.gb once every chunk's products are done, in minilm.lstm's gate order."""
+def _gradients(ws, parts: int | None = None) -> None:
+    """ws.gWx, ws.gWh, ws.gb once every chunk's products are done, in minilm.lstm's gate order: the sums of
+    the first ``parts`` weight-gradient parts (all of them by default)."""
     T, B, _, Hd = ws.shape[:4]
-    n = len(ws.dWh_parts)
-    _plain_order((ws.ones[:n] @ ws.dWh_parts.reshape(n, -1)).reshape(Hd, 4 * Hd), ws.gWh)  # (Hd, 4Hd): sum of parts
-    _plain_order((ws.ones[:n] @ ws.dWx_parts.reshape(n, -1)).reshape(-1, 4 * Hd), ws.gWx)  # (D, 4Hd)
+    n = len(ws.dWh_parts) if parts is None else parts
+    _plain_order((ws.ones[:n] @ ws.dWh_parts[:n].reshape(n, -1)).reshape(Hd, 4 * Hd), ws.gWh)  # (Hd, 4Hd): sum of parts
+    _plain_order((ws.ones[:n] @ ws.dWx_parts[:n].reshape(n, -1)).reshape(-1, 4 * Hd), ws.gWx)  # (D, 4Hd)
     _plain_order(ws.ones @ ws.Z.reshape(T * B, 4 * Hd), ws.gb)  # (4Hd,): dA summed over rows
 
 
@@ -478,6 +495,18 @@ def lstm_backward_tm(dy, cache, dstate=None, input_grad: bool = True, inline: bo
     """
     ws, xt, _, _ = cache
     np.copyto(ws.dY, dy)  # (T, B, Hd), time-major and contiguous
+    if _alone(inline):  # one core: the whole loop, then each product over all T steps at once
+        _prepare_backward(ws, dstate)  # a ``left`` product is made whole by input_gradient_product
+        T = ws.shape[0]
+        with one_thread():
+            _derivatives(ws, 0, T)
+            _steps_backward(ws.backward_views[::-1], ws.WhT_blocks, ws.dS, ws.dS_blocks, ws.tmp, ws.dh,
+                            ws.dh_blocks, ws.dc)
+            _weight_products(ws, xt, 0, 0, T)  # part 0 is the whole sum
+            if input_grad:
+                _input_products(ws, ws.WxT, 0, T)
+            _gradients(ws, parts=1)
+        return _results(ws, input_grad)
     _prepare_backward(ws, dstate, None if input_grad else left)
     with one_thread(), Background(inline) as bg:
         for k in reversed(range(len(ws.chunks))):
