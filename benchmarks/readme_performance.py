@@ -203,7 +203,9 @@ differently:
   per-step view of it lives in a workspace allocated once per shape.  On two
   cores one layer with a batch of 32 rows or more runs the second half of the
   batch in the second process (the rows are independent; the weights'
-  gradients are summed at the end); a stack of layers (the LSTM LM) runs as a
+  gradients are summed at the end), and each half, with nothing to overlap on
+  its core, makes each product and the gates' derivatives over all T steps at
+  once rather than a chunk at a time; a stack of layers (the LSTM LM) runs as a
   wavefront, the odd layers in the second process, layer 2 working on steps
   t0..t0+7 as soon as layer 1 has finished them, with four bytes through a
   pipe for each finished chunk.  For the LSTM LM's character vocabulary the
