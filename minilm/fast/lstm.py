@@ -453,9 +453,13 @@ def _prepare_backward(ws, dstate, left=None) -> None:
 
 
 def _backward_chunk(ws, k: int) -> None:
-    """The backward loop over chunk k's steps, t1-1 down to t0 (ws.dY holds their upstream gradient),
-    after their gates' derivatives."""
-    t0, t1 = ws.chunks[k]
+    """The backward loop over chunk k's steps (_backward_steps)."""
+    _backward_steps(ws, *ws.chunks[k])
+
+
+def _backward_steps(ws, t0: int, t1: int) -> None:
+    """The backward loop over steps t1-1 down to t0 (ws.dY holds their upstream gradient), after their
+    gates' derivatives."""
     _derivatives(ws, t0, t1)
     _steps_backward(ws.backward_views[t1 - 1 : t0 - 1 if t0 else None : -1], ws.WhT_blocks, ws.dS, ws.dS_blocks,
                     ws.tmp, ws.dh, ws.dh_blocks, ws.dc)
@@ -499,9 +503,7 @@ def lstm_backward_tm(dy, cache, dstate=None, input_grad: bool = True, inline: bo
         _prepare_backward(ws, dstate)  # a ``left`` product is made whole by input_gradient_product
         T = ws.shape[0]
         with one_thread():
-            _derivatives(ws, 0, T)
-            _steps_backward(ws.backward_views[::-1], ws.WhT_blocks, ws.dS, ws.dS_blocks, ws.tmp, ws.dh,
-                            ws.dh_blocks, ws.dc)
+            _backward_steps(ws, 0, T)
             _weight_products(ws, xt, 0, 0, T)  # part 0 is the whole sum
             if input_grad:
                 _input_products(ws, ws.WxT, 0, T)
