@@ -28,7 +28,7 @@ import weakref
 
 import numpy as np
 
-from minilm.fast import threads
+from minilm.fast import fused, threads
 from minilm.fast.blas import axpby
 from minilm.fast.threads import n_threads, run_rows, scratch
 
@@ -213,6 +213,11 @@ def adamw_rows(p, g, m, v, n_decay: int, lo: int, hi: int, k, alone: bool = Fals
     a1, a2 = (1 - beta1) * scale, (1 - beta2) * scale * scale
     step, e2, decay = lr * math.sqrt(bc2) / bc1, f(eps * math.sqrt(bc2)), 1 - lr * weight_decay
 
+    def loop(r0, r1, _):  # the whole update in one compiled loop (minilm.fast.fused)
+        r0, r1 = lo + r0, lo + r1
+        fused.adamw(p[r0:r1], g[r0:r1], m[r0:r1], v[r0:r1], max(0, min(n_decay, r1) - r0),
+                    a1, beta1, a2, beta2, step, e2, decay)
+
     def chain(r0, r1, store):
         r0, r1 = lo + r0, lo + r1
         gb, mb, vb, pb = g[r0:r1], m[r0:r1], v[r0:r1], p[r0:r1]
@@ -229,8 +234,9 @@ def adamw_rows(p, g, m, v, n_decay: int, lo: int, hi: int, k, alone: bool = Fals
         if d < r1 - r0:
             axpby(-step, u[d:], 1.0, pb[d:])
 
+    body = loop if fused.ON else chain
     if alone:
         with threads.alone():
-            run_rows(chain, hi - lo, 1, min_rows=4096)
+            run_rows(body, hi - lo, 1, min_rows=4096)
     else:
-        run_rows(chain, hi - lo, 1, min_rows=4096)
+        run_rows(body, hi - lo, 1, min_rows=4096)

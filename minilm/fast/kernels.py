@@ -9,7 +9,10 @@ same, only the way it is evaluated differs:
   call instead of a reduction along a short axis, which NumPy does slowly);
 * long elementwise chains run in cache-sized blocks on two threads
   (minilm.fast.threads);
-* constants are cast to the arrays' dtype, so float32 stays float32.
+* constants are cast to the arrays' dtype, so float32 stays float32;
+* where numba is installed, the elementwise chains of GELU, LayerNorm and the
+  attention's softmax run as single compiled loops instead
+  (minilm.fast.fused, which says why and what stays NumPy's).
 
 Shapes follow the package legend; M = B T is the number of token positions.
 """
@@ -19,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from minilm.activations import GELU_C
+from minilm.fast import fused
 from minilm.fast.threads import run_halves, run_rows, scratch
 
 # ---- matrix products ----
@@ -51,6 +55,9 @@ def layernorm_forward(x, gamma, beta, out, xhat, rstd, eps: float = 1e-5) -> Non
 
     x, out, xhat: (M, C); rstd: (M,) receives 1 / sqrt(var + eps).  out is used as scratch first.
     """
+    if fused.ON:
+        fused.layernorm_forward(x, gamma, beta, out, xhat, rstd, eps)  # one loop over each row
+        return
     f = x.dtype.type
     C = x.shape[1]
     inv_c = np.full(C, 1 / C, x.dtype)  # (C,): x @ inv_c is the row mean
@@ -74,6 +81,10 @@ def layernorm_backward(dy, xhat, rstd, gamma, dx_acc, dgamma, dbeta, tmp, ones_m
     dgamma = sum_rows dy * xhat and dbeta = sum_rows dy.  dy (M, C) is overwritten; tmp (M, C) is scratch.
     The row means are matrix-vector products: mean(g) = dy @ (gamma / C), mean(g * xhat) = (dy * xhat) @ (gamma / C).
     """
+    if fused.ON:
+        fused.layernorm_backward(dy, xhat, rstd, gamma, dy if dx_acc is None else dx_acc, dx_acc is not None,
+                                 dgamma, dbeta)
+        return
     C = dy.shape[1]
     gamma_c = gamma / dy.dtype.type(C)  # (C,)
     np.matmul(ones_m, dy, out=dbeta)  # (M,) x (M, C) -> (C,)
@@ -107,6 +118,9 @@ def gelu_bias_forward(f, bias, s, g) -> None:
     c = dt(2 * GELU_C)
     ck = dt(-2 * GELU_C * GELU_K)
 
+    def loop(lo, hi, _):  # the whole chain in one loop (minilm.fast.fused)
+        fused.gelu_forward(f[lo:hi], bias, s[lo:hi], g[lo:hi])
+
     def chain(lo, hi, _):
         x, z = f[lo:hi], s[lo:hi]
         x += bias  # (rows, F), the linear layer's bias
@@ -120,13 +134,16 @@ def gelu_bias_forward(f, bias, s, g) -> None:
         np.reciprocal(z, out=z)  # s = sigmoid(2u)
         np.multiply(x, z, out=g[lo:hi])  # (rows, F)
 
-    run_rows(chain, f.shape[0], f.shape[1])
+    run_rows(loop if fused.ON else chain, f.shape[0], f.shape[1])
 
 
 def gelu_backward_inplace(dy, f, s) -> None:
     """dy *= s + x s (1 - s) c (1 + 3 * 0.044715 x^2),  c = 2 sqrt(2/pi),  x = f   (in place, (M, F))."""
     dt = f.dtype.type
     c, c3k = dt(2 * GELU_C), dt(2 * GELU_C * 3 * GELU_K)
+
+    def loop(lo, hi, _):
+        fused.gelu_backward(dy[lo:hi], f[lo:hi], s[lo:hi])
 
     def chain(lo, hi, store):
         x, sv, d = f[lo:hi], s[lo:hi], dy[lo:hi]
@@ -142,7 +159,7 @@ def gelu_backward_inplace(dy, f, s) -> None:
         t += sv
         d *= t
 
-    run_rows(chain, f.shape[0], f.shape[1])
+    run_rows(loop if fused.ON else chain, f.shape[0], f.shape[1])
 
 
 # ---- embedding (mirrors minilm.embedding.embedding_backward) -------------------------------------------
@@ -188,12 +205,17 @@ def attention_forward(q, k, v, P, out, mask_add, scale) -> None:
     q, k, v: (B, H, T, hs) views; q is scaled by 1/sqrt(hs) in place (the backward uses the scaled q).
     P: (B, H, T, T) receives the weights; out: (B, H, T, hs) view receives the heads.
     """
-    ones_t = np.ones(P.shape[-1], P.dtype)
+    T = P.shape[-1]
+    ones_t = np.ones(T, P.dtype)
 
     def half(lo, hi):
         qs, S = q[lo:hi], P[lo:hi]
         qs *= scale  # (b, H, T, hs)
         np.matmul(qs, k[lo:hi].swapaxes(-1, -2), out=S)  # (b, H, T, hs) x (b, H, hs, T) -> (b, H, T, T)
+        if fused.ON:  # one loop per row; mask_add is the causal mask, which the loop applies
+            fused.softmax_forward(S.reshape(-1, T, T), mask_add is not None)  # (b H, T, T), rows sum to 1
+            np.matmul(S, v[lo:hi], out=out[lo:hi])
+            return
         if mask_add is not None:  # None: no causal mask (the masked LM sees both sides)
             S += mask_add  # (b, H, T, T), -inf at future keys
         S -= S.max(axis=-1, keepdims=True)  # every exponent <= 0
@@ -212,16 +234,20 @@ def attention_backward(dout, q, k, v, P, dP, dq, dk, dv, scale) -> None:
     q is the scaled q of the forward, so dk = dS^T q needs no further scale.  P and dP (B, H, T, T)
     are overwritten; dq, dk, dv are (B, H, T, hs) views into the gradient of the q/k/v projection.
     """
-    ones_t = np.ones(P.shape[-1], P.dtype)
+    T = P.shape[-1]
+    ones_t = np.ones(T, P.dtype)
 
     def half(lo, hi):
         p, d, g = P[lo:hi], dP[lo:hi], dout[lo:hi]
         np.matmul(p.swapaxes(-1, -2), g, out=dv[lo:hi])  # (b, H, T, T) x (b, H, T, hs) -> (b, H, T, hs)
         np.matmul(g, v[lo:hi].swapaxes(-1, -2), out=d)  # (b, H, T, hs) x (b, H, hs, T) -> (b, H, T, T)
-        d *= p  # dP * P
-        r = d @ ones_t  # (b, H, T), rowsum(dP * P)
-        p *= r[..., None]
-        d -= p  # dS = P dP - P rowsum(dP P)
+        if fused.ON:
+            fused.softmax_backward(d.reshape(-1, T, T), p.reshape(-1, T, T))  # dS, one loop
+        else:
+            d *= p  # dP * P
+            r = d @ ones_t  # (b, H, T), rowsum(dP * P)
+            p *= r[..., None]
+            d -= p  # dS = P dP - P rowsum(dP P)
         np.matmul(d, k[lo:hi], out=dq[lo:hi])  # (b, H, T, T) x (b, H, T, hs) -> (b, H, T, hs)
         dq[lo:hi] *= scale
         np.matmul(d.swapaxes(-1, -2), q[lo:hi], out=dk[lo:hi])  # (b, H, T, T) x (b, H, T, hs) -> (b, H, T, hs)

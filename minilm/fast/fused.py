@@ -1,0 +1,161 @@
+"""The fast path's elementwise chains as single loops: minilm/fast/loops.c, compiled once, called through ctypes.
+
+minilm.fast.kernels writes each formula as a chain of NumPy calls, and every
+call is a pass over memory: GELU's forward is nine passes over a (B T, 4C)
+array, its backward nine more, a LayerNorm seven.  A compiled loop reads each
+element once, keeps the intermediate numbers in registers and writes the
+result once (``python -m minilm bench --profile`` shows what that saves, op by
+op).  The loops are in loops.c, next to this file, one C function per NumPy
+chain, each named after the kernel it mirrors; the matrix products stay
+NumPy's (BLAS).
+
+Where a C compiler is found (``$CC``, else ``cc``), the first use compiles
+loops.c into the user's cache folder (``$XDG_CACHE_HOME`` or ~/.cache, then
+minilm/; a temporary folder if that cannot be written), once per source,
+compiler and machine, and every later process loads it (``ON``).  Without a
+compiler, or with MINILM_FUSED=0, the kernels run their NumPy chains, which
+give the same numbers to rounding (tests/test_fast_fused.py checks each loop
+against its chain, in float32 and float64).
+
+Each wrapper here takes the kernel's C-contiguous arrays, all of one dtype
+(float32 or float64), and calls the loop of that dtype; ctypes gives up the
+interpreter lock during the call, so two threads run two halves at once.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+
+import numpy as np
+
+SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "loops.c")
+FLAGS = ("-O3", "-march=native", "-fopenmp-simd", "-fno-math-errno", "-shared", "-fPIC")
+TRIES = ((("-DMINILM_MVEC",), ("-lmvec", "-lm")), ((), ("-lm",)))  # glibc's vector exp if it links; else scalar
+
+
+def _cache_folders():
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    uid = os.getuid() if hasattr(os, "getuid") else 0
+    return os.path.join(base, "minilm"), os.path.join(tempfile.gettempdir(), f"minilm-{uid}")
+
+
+def _machine() -> str:
+    """What -march=native depends on: the CPU's model and flags (Linux), else the platform's name."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            lines = [ln for ln in f.read().splitlines() if ln.startswith(("model name", "flags"))][:2]
+        return "\n".join(lines)
+    except OSError:
+        return platform.platform() + platform.processor()
+
+
+def _compile(cc: str, folder: str) -> str | None:
+    """The path of the compiled loops in ``folder``, compiling them if they are not there yet; None if
+    the compiler fails with every set of flags."""
+    with open(SOURCE, "rb") as f:
+        source = f.read()
+    version = subprocess.run([cc, "--version"], capture_output=True, timeout=60).stdout
+    key = hashlib.sha256(b"\0".join([source, version, _machine().encode(), " ".join(FLAGS).encode()])).hexdigest()
+    path = os.path.join(folder, f"loops-{key[:16]}.so")
+    if os.path.exists(path):
+        return path
+    os.makedirs(folder, exist_ok=True)
+    for defines, libs in TRIES:
+        fd, tmp = tempfile.mkstemp(suffix=".so", dir=folder)
+        os.close(fd)
+        done = subprocess.run([cc, *FLAGS, *defines, "-o", tmp, SOURCE, *libs], capture_output=True, timeout=300)
+        if done.returncode == 0:
+            os.replace(tmp, path)  # whole or not at all: another process may be compiling the same
+            return path
+        os.unlink(tmp)
+    return None
+
+
+def _load():
+    if os.environ.get("MINILM_FUSED", "1") == "0":
+        return None
+    cc = os.environ.get("CC") or "cc"
+    if shutil.which(cc) is None:
+        return None
+    for folder in _cache_folders():
+        try:
+            path = _compile(cc, folder)
+            return ctypes.CDLL(path) if path else None
+        except (OSError, subprocess.SubprocessError):
+            continue
+    return None
+
+
+_lib = _load()
+ON = _lib is not None  # the kernels call these loops (tests switch it off to check the NumPy chains)
+
+_L, _I, _D, _P = ctypes.c_long, ctypes.c_int, ctypes.c_double, ctypes.c_void_p
+_SIGNATURES = {  # the C functions' arguments after the shapes: p an array, d a double, i an int, l a long
+    "gelu_forward": "llpppp", "gelu_backward": "llppp", "layernorm_forward": "llppppppd",
+    "layernorm_backward": "llpppppipp", "softmax_forward": "llpi", "softmax_backward": "llpp",
+    "adamw": "lpppplddddddd"}
+_CTYPES = {"l": _L, "i": _I, "d": _D, "p": _P}
+_fns = {}
+if _lib is not None:
+    for _name, _sig in _SIGNATURES.items():
+        for _suffix, _dt in (("f", np.float32), ("d", np.float64)):
+            _fn = getattr(_lib, f"{_name}_{_suffix}")
+            _fn.argtypes, _fn.restype = [_CTYPES[c] for c in _sig], None
+            _fns[_name, np.dtype(_dt)] = _fn
+
+
+def _call(name: str, arrays, *rest):
+    """loops.c's ``name`` for the arrays' dtype, with their data pointers then ``rest``; checks the layout."""
+    dt = arrays[0].dtype
+    for a in arrays:
+        if a.dtype != dt or not a.flags.c_contiguous:
+            raise ValueError(f"fused.{name}: every array must be C-contiguous {dt}, got {a.dtype} {a.strides}")
+    return _fns[name, dt], [a.ctypes.data for a in arrays]
+
+
+def gelu_forward(f, bias, s, g) -> None:
+    """f += bias; s = sigmoid(2u); g = f s   (kernels.gelu_bias_forward).  f, s, g (M, F); bias (F,)."""
+    fn, ptr = _call("gelu_forward", (f, bias, s, g))
+    fn(f.shape[0], f.shape[1], *ptr)
+
+
+def gelu_backward(dy, f, s) -> None:
+    """dy *= GELU'(f)   (kernels.gelu_backward_inplace).  (M, F) each."""
+    fn, ptr = _call("gelu_backward", (dy, f, s))
+    fn(f.shape[0], f.shape[1], *ptr)
+
+
+def layernorm_forward(x, gamma, beta, out, xhat, rstd, eps: float) -> None:
+    """kernels.layernorm_forward.  x, out, xhat (M, C); gamma, beta (C,); rstd (M,)."""
+    fn, ptr = _call("layernorm_forward", (x, gamma, beta, out, xhat, rstd))
+    fn(x.shape[0], x.shape[1], *ptr, eps)
+
+
+def layernorm_backward(dy, xhat, rstd, gamma, dx, add: bool, dgamma, dbeta) -> None:
+    """kernels.layernorm_backward: dx (M, C), which may be dy, receives (add: += ) the input's gradient."""
+    fn, ptr = _call("layernorm_backward", (dy, xhat, rstd, gamma, dx, dgamma, dbeta))
+    fn(dy.shape[0], dy.shape[1], *ptr[:5], int(add), *ptr[5:])
+
+
+def softmax_forward(S, causal: bool) -> None:
+    """S (N, T, T): scores in, the attention weights out (0 at future keys with ``causal``)."""
+    fn, ptr = _call("softmax_forward", (S,))
+    fn(S.shape[0], S.shape[1], *ptr, int(causal))
+
+
+def softmax_backward(d, p) -> None:
+    """d (N, T, T): dP in, dS = P (dP - rowsum(dP P)) out; p (N, T, T) the weights."""
+    fn, ptr = _call("softmax_backward", (d, p))
+    fn(d.shape[0], d.shape[1], *ptr)
+
+
+def adamw(p, g, m, v, n_decay: int, a1, beta1, a2, beta2, step, e2, decay) -> None:
+    """flat.adamw_rows on p, g, m, v (n,), the first n_decay entries decayed."""
+    fn, ptr = _call("adamw", (p, g, m, v))
+    fn(p.shape[0], *ptr, n_decay, *(float(k) for k in (a1, beta1, a2, beta2, step, e2, decay)))

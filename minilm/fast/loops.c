@@ -1,0 +1,174 @@
+/* minilm/fast/loops.c: the fast path's elementwise chains as single loops (minilm.fast.fused loads them).
+ *
+ * Each function mirrors a NumPy chain of minilm.fast.kernels (or flat.adamw_rows), on the same
+ * C-contiguous arrays, and evaluates the same formula: one pass over memory instead of one per NumPy
+ * call, with the intermediate numbers in registers.  Every function exists twice, for float (suffix _f)
+ * and for double (_d), from the one LOOPS(T, S) definition below.
+ *
+ * Shapes (row-major): M = B T token positions, F = 4C feed-forward width, C model width, N = B H
+ * attention matrices of T x T.
+ *
+ * Compiled once per machine by minilm.fast.fused with -O3 -march=native -fopenmp-simd -fno-math-errno
+ * and no fast-math flags: IEEE arithmetic, so inf and NaN behave as in NumPy.  The "omp simd" pragmas let
+ * the compiler vectorise the loops (the reductions in any order, as NumPy's own sums do); with
+ * MINILM_MVEC, exp and tanh are glibc's vector versions (libmvec), so a loop with exp vectorises too.
+ */
+
+#include <math.h>
+
+#ifdef MINILM_MVEC
+#pragma omp declare simd notinbranch
+extern float expf(float);
+#pragma omp declare simd notinbranch
+extern double exp(double);
+#endif
+
+#define GELU_C 0.7978845608028654 /* sqrt(2 / pi) */
+#define GELU_K 0.044715
+
+#define LOOPS(T, S, EXP, SQRT)                                                                                          \
+                                                                                                                  \
+/* GELU, tanh form (kernels.gelu_bias_forward): f += bias; s = sigmoid(2u) = 1 / (1 + exp(-2u)),                  \
+ * u = sqrt(2/pi) (f + 0.044715 f^3), with -2u clamped at 80 as minilm.activations clamps u at -40;               \
+ * g = f s.  f, s, g: (M, F); bias (F,). */                                                                       \
+void gelu_forward_##S(long M, long F, T *f, const T *bias, T *s, T *g) {                                          \
+    const T c = (T)(-2 * GELU_C), ck = (T)(-2 * GELU_C * GELU_K), one = 1, top = 80;                              \
+    for (long m = 0; m < M; m++) {                                                                                \
+        T *fr = f + m * F, *sr = s + m * F, *gr = g + m * F;                                                      \
+        _Pragma("omp simd")                                                                                       \
+        for (long j = 0; j < F; j++) {                                                                            \
+            T x = fr[j] + bias[j];                                                                                \
+            T z = x * (c + ck * x * x); /* -2u */                                                                 \
+            T sv = one / (one + EXP(z < top ? z : top));                                                          \
+            fr[j] = x;                                                                                            \
+            sr[j] = sv;                                                                                           \
+            gr[j] = x * sv;                                                                                       \
+        }                                                                                                         \
+    }                                                                                                             \
+}                                                                                                                 \
+                                                                                                                  \
+/* kernels.gelu_backward_inplace: dy *= s + x s (1 - s) c (1 + 3 * 0.044715 x^2), c = 2 sqrt(2/pi), x = f.        \
+ * (M, F) each. */                                                                                                \
+void gelu_backward_##S(long M, long F, T *dy, const T *f, const T *s) {                                           \
+    const T c = (T)(2 * GELU_C), c3k = (T)(2 * GELU_C * 3 * GELU_K), one = 1;                                     \
+    long n = M * F;                                                                                               \
+    _Pragma("omp simd")                                                                                           \
+    for (long i = 0; i < n; i++) {                                                                                \
+        T x = f[i], sv = s[i];                                                                                    \
+        dy[i] *= sv + x * sv * (one - sv) * (c + c3k * x * x);                                                    \
+    }                                                                                                             \
+}                                                                                                                 \
+                                                                                                                  \
+/* kernels.layernorm_forward, per row: mu = mean(x); var = mean((x - mu)^2); rstd = 1 / sqrt(var + eps);          \
+ * xhat = (x - mu) rstd; out = gamma xhat + beta.  x, out, xhat (M, C); rstd (M,). */                             \
+void layernorm_forward_##S(long M, long C, const T *x, const T *gamma, const T *beta, T *out, T *xhat,            \
+                           T *rstd, double eps) {                                                                 \
+    for (long m = 0; m < M; m++) {                                                                                \
+        const T *xr = x + m * C;                                                                                  \
+        T *orow = out + m * C, *hr = xhat + m * C;                                                                \
+        T mu = 0, var = 0;                                                                                        \
+        _Pragma("omp simd reduction(+:mu)")                                                                       \
+        for (long j = 0; j < C; j++) mu += xr[j];                                                                 \
+        mu /= (T)C;                                                                                               \
+        _Pragma("omp simd reduction(+:var)")                                                                      \
+        for (long j = 0; j < C; j++) var += (xr[j] - mu) * (xr[j] - mu);                                          \
+        T r = (T)1 / SQRT(var / (T)C + (T)eps);                                                     \
+        rstd[m] = r;                                                                                              \
+        _Pragma("omp simd")                                                                                       \
+        for (long j = 0; j < C; j++) {                                                                            \
+            T h = (xr[j] - mu) * r;                                                                               \
+            hr[j] = h;                                                                                            \
+            orow[j] = h * gamma[j] + beta[j];                                                                     \
+        }                                                                                                         \
+    }                                                                                                             \
+}                                                                                                                 \
+                                                                                                                  \
+/* kernels.layernorm_backward: g = dy gamma; dx = rstd (g - mean(g) - xhat mean(g xhat)), added into dx           \
+ * (add) or written into it (dx may be dy); dgamma = sum_rows dy xhat; dbeta = sum_rows dy.                       \
+ * dy, xhat, dx (M, C); rstd (M,); gamma, dgamma, dbeta (C,). */                                                  \
+void layernorm_backward_##S(long M, long C, T *dy, const T *xhat, const T *rstd, const T *gamma, T *dx,          \
+                            int add, T *dgamma, T *dbeta) {                                                       \
+    for (long j = 0; j < C; j++) dgamma[j] = dbeta[j] = 0;                                                        \
+    for (long m = 0; m < M; m++) {                                                                                \
+        T *dr = dy + m * C, *xr = dx + m * C;                                                                     \
+        const T *hr = xhat + m * C;                                                                               \
+        T a = 0, b = 0;                                                                                           \
+        _Pragma("omp simd reduction(+:a, b)")                                                                     \
+        for (long j = 0; j < C; j++) {                                                                            \
+            T gj = dr[j] * gamma[j];                                                                              \
+            a += gj;                                                                                              \
+            b += gj * hr[j];                                                                                      \
+            dbeta[j] += dr[j];                                                                                    \
+            dgamma[j] += dr[j] * hr[j];                                                                           \
+        }                                                                                                         \
+        a /= (T)C; /* mean(g) */                                                                                  \
+        b /= (T)C; /* mean(g xhat) */                                                                             \
+        T r = rstd[m];                                                                                            \
+        if (add) {                                                                                                \
+            _Pragma("omp simd")                                                                                   \
+            for (long j = 0; j < C; j++) xr[j] += r * (dr[j] * gamma[j] - a - hr[j] * b);                         \
+        } else {                                                                                                  \
+            _Pragma("omp simd")                                                                                   \
+            for (long j = 0; j < C; j++) xr[j] = r * (dr[j] * gamma[j] - a - hr[j] * b);                          \
+        }                                                                                                         \
+    }                                                                                                             \
+}                                                                                                                 \
+                                                                                                                  \
+/* kernels.attention_forward's softmax, per row t of each matrix of S (N, T, T) (the scores on entry):            \
+ * the keys s <= t with causal, all keys without; P = exp(S - max) / sum over them; 0 at the others. */           \
+void softmax_forward_##S(long N, long T_, T *S, int causal) {                                                     \
+    for (long n = 0; n < N; n++)                                                                                  \
+        for (long t = 0; t < T_; t++) {                                                                           \
+            T *row = S + (n * T_ + t) * T_;                                                                       \
+            long seen = causal ? t + 1 : T_;                                                                      \
+            T top = row[0], total = 0;                                                                            \
+            _Pragma("omp simd reduction(max:top)")                                                                \
+            for (long s = 1; s < seen; s++) top = row[s] > top ? row[s] : top;                                    \
+            _Pragma("omp simd reduction(+:total)")                                                                \
+            for (long s = 0; s < seen; s++) {                                                                     \
+                T e = EXP(row[s] - top);                                                                          \
+                row[s] = e;                                                                                       \
+                total += e;                                                                                       \
+            }                                                                                                     \
+            T r = (T)1 / total;                                                                                   \
+            _Pragma("omp simd")                                                                                   \
+            for (long s = 0; s < seen; s++) row[s] *= r;                                                          \
+            for (long s = seen; s < T_; s++) row[s] = 0;                                                          \
+        }                                                                                                         \
+}                                                                                                                 \
+                                                                                                                  \
+/* kernels.attention_backward's softmax: dS = P (dP - rowsum(dP P)).  d (N, T, T) holds dP on entry and dS        \
+ * on return; p (N, T, T) the weights. */                                                                         \
+void softmax_backward_##S(long N, long T_, T *d, const T *p) {                                                    \
+    for (long row = 0; row < N * T_; row++) {                                                                     \
+        T *dr = d + row * T_;                                                                                     \
+        const T *pr = p + row * T_;                                                                               \
+        T r = 0;                                                                                                  \
+        _Pragma("omp simd reduction(+:r)")                                                                        \
+        for (long s = 0; s < T_; s++) r += dr[s] * pr[s];                                                         \
+        _Pragma("omp simd")                                                                                       \
+        for (long s = 0; s < T_; s++) dr[s] = pr[s] * (dr[s] - r);                                                \
+    }                                                                                                             \
+}                                                                                                                 \
+                                                                                                                  \
+/* flat.adamw_rows: m = beta1 m + a1 g; v = beta2 v + a2 g^2; p = d p - step m / (sqrt(v) + e2), d = decay        \
+ * for the first n_decay entries (the matrices) and 1 after them.  p, g, m, v (n,). */                            \
+void adamw_##S(long n, T *p, const T *g, T *m, T *v, long n_decay, double a1, double beta1, double a2,           \
+               double beta2, double step, double e2, double decay) {                                              \
+    const T A1 = (T)a1, B1 = (T)beta1, A2 = (T)a2, B2 = (T)beta2, ST = (T)step, E2 = (T)e2;                       \
+    for (long part = 0; part < 2; part++) {                                                                       \
+        long lo = part ? (n_decay < n ? n_decay : n) : 0, hi = part ? n : (n_decay < n ? n_decay : n);            \
+        const T D = part ? (T)1 : (T)decay;                                                                       \
+        _Pragma("omp simd")                                                                                       \
+        for (long i = lo; i < hi; i++) {                                                                          \
+            T gi = g[i];                                                                                          \
+            T mi = B1 * m[i] + A1 * gi, vi = B2 * v[i] + A2 * gi * gi;                                            \
+            m[i] = mi;                                                                                            \
+            v[i] = vi;                                                                                            \
+            p[i] = D * p[i] - ST * (mi / (SQRT(vi) + E2));                                                        \
+        }                                                                                                         \
+    }                                                                                                             \
+}
+
+LOOPS(float, f, expf, sqrtf)
+LOOPS(double, d, exp, sqrt)

@@ -1,0 +1,172 @@
+"""minilm.fast.fused (minilm/fast/loops.c): each compiled loop against the NumPy chain it replaces, and the
+models without the loops.
+
+Every kernel of minilm.fast.kernels (and flat.adamw_rows) runs twice on
+copies of the same inputs, once with the loops (fused.ON) and once with the
+NumPy chains; each run counts the loops it called, so a test says which code
+it compared.  In float64 the two differ by rounding only (1e-12 relative); in
+float32 by a few units in the last place.  A loop broken on purpose is caught.
+"""
+
+import numpy as np
+import pytest
+
+from minilm import transformer as tr
+from minilm.fast import flat, fused
+from minilm.fast import kernels as K
+
+needs_loops = pytest.mark.skipif(not fused.ON, reason="no C compiler here: the fast path runs its NumPy chains")
+
+TOL = {np.float64: 1e-12, np.float32: 2e-5}
+LOOPS = ("gelu_forward", "gelu_backward", "layernorm_forward", "layernorm_backward", "softmax_forward",
+         "softmax_backward", "adamw")
+
+
+def _inputs(dtype, seed=0):
+    r = np.random.default_rng(seed)
+    B, H, T, hs, F = 3, 2, 9, 4, 12
+    M, C = B * T, H * hs
+    f = r.standard_normal((M, F)) * 3
+    f[0, :4] = [-30.0, -12.0, 12.0, 30.0]  # -2u > 80 at -30: the loop clamps it, the chain's exp gives inf
+    return dict(f=f, bias=r.standard_normal(F), dyF=r.standard_normal((M, F)), x=r.standard_normal((M, C)) * 2 + 1,
+                gamma=r.standard_normal(C), beta=r.standard_normal(C), dy=r.standard_normal((M, C)),
+                acc=r.standard_normal((M, C)), qkv=r.standard_normal((M, 3 * C)), dout=r.standard_normal((M, C)),
+                p=r.standard_normal(50), g=r.standard_normal(50), m=r.standard_normal(50) * 0.1,
+                v=np.abs(r.standard_normal(50)) * 0.1, shape=(B, H, T, hs, F))
+
+
+def _heads(a, B, H, T, hs):
+    return a.reshape(B, T, H, hs).transpose(0, 2, 1, 3)  # (M, C) view -> (B, H, T, hs)
+
+
+def run_kernel(name, dtype, on, causal=True):
+    """Run kernel ``name`` with fused.ON = on; returns (its outputs, the loops it called)."""
+    d = {k: (a.astype(dtype) if isinstance(a, np.ndarray) else a) for k, a in _inputs(dtype).items()}
+    B, H, T, hs, F = d["shape"]
+    M, C = B * T, H * hs
+    called = []
+    saved = {n: getattr(fused, n) for n in LOOPS}
+    for n, fn in saved.items():
+        setattr(fused, n, lambda *a, _fn=fn, _n=n: (called.append(_n), _fn(*a))[1])
+    was, fused.ON = fused.ON, on
+    try:
+        if name == "gelu":
+            f, s, g = d["f"], np.empty((M, F), dtype), np.empty((M, F), dtype)
+            K.gelu_bias_forward(f, d["bias"], s, g)
+            dy = d["dyF"]
+            K.gelu_backward_inplace(dy, f, s)
+            out = dict(f=f, s=s, g=g, dx=dy)
+        elif name in ("layernorm", "layernorm_no_acc"):
+            out_, xhat, rstd = np.empty((M, C), dtype), np.empty((M, C), dtype), np.empty(M, dtype)
+            K.layernorm_forward(d["x"], d["gamma"], d["beta"], out_, xhat, rstd)
+            dy, acc = d["dy"], (d["acc"] if name == "layernorm" else None)
+            dg, db = np.empty(C, dtype), np.empty(C, dtype)
+            K.layernorm_backward(dy, xhat, rstd, d["gamma"], acc, dg, db, np.empty((M, C), dtype), np.ones(M, dtype))
+            out = dict(out=out_, xhat=xhat, rstd=rstd, dx=dy if acc is None else acc, dgamma=dg, dbeta=db)
+        elif name == "attention":
+            q, k, v = (_heads(d["qkv"][:, i * C:(i + 1) * C], B, H, T, hs) for i in range(3))
+            P, dP, att, dqkv = (np.empty((B, H, T, T), dtype), np.empty((B, H, T, T), dtype),
+                                np.empty((M, C), dtype), np.zeros((M, 3 * C), dtype))
+            mask = K.causal_additive_mask(T, dtype) if causal else None
+            scale = dtype(1 / np.sqrt(hs))
+            K.attention_forward(q, k, v, P, _heads(att, B, H, T, hs), mask, scale)
+            weights = P.copy()
+            dq, dk, dv = (_heads(dqkv[:, i * C:(i + 1) * C], B, H, T, hs) for i in range(3))
+            K.attention_backward(_heads(d["dout"], B, H, T, hs), q, k, v, P, dP, dq, dk, dv, scale)
+            out = dict(P=weights, att=att, dqkv=dqkv)
+        elif name == "adamw":
+            p, g, m, v = d["p"], d["g"], d["m"], d["v"]
+            flat.adamw_rows(p, g, m, v, 30, 0, 50, (1e-2, 0.9, 0.99, 1e-8, 0.1, 0.7, 3))  # 30 decayed entries
+            out = dict(p=p, m=m, v=v)
+        else:
+            raise ValueError(name)
+    finally:
+        fused.ON = was
+        for n, fn in saved.items():
+            setattr(fused, n, fn)
+    return out, called
+
+
+KERNELS = {"gelu": {"gelu_forward", "gelu_backward"},
+           "layernorm": {"layernorm_forward", "layernorm_backward"},
+           "layernorm_no_acc": {"layernorm_forward", "layernorm_backward"},
+           "attention": {"softmax_forward", "softmax_backward"}, "adamw": {"adamw"}}
+
+
+def _error(a, b) -> float:
+    return max(float(np.abs(a[k] - b[k]).max() / max(np.abs(b[k]).max(), 1e-30)) for k in b)
+
+
+@needs_loops
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("name", KERNELS)
+def test_each_loop_matches_its_numpy_chain(name, dtype):
+    with np.errstate(over="ignore"):
+        looped, called = run_kernel(name, dtype, True)
+        chained, none = run_kernel(name, dtype, False)
+    assert set(called) == KERNELS[name] and none == []  # which code each run tested
+    assert _error(looped, chained) <= TOL[dtype], _error(looped, chained)
+    assert all(np.isfinite(a).all() for a in looped.values())
+
+
+@needs_loops
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_the_softmax_loops_without_the_causal_mask(dtype):
+    """The masked LM's attention sees every key: the loops must not mask (mask None)."""
+    looped, called = run_kernel("attention", dtype, True, causal=False)
+    chained, _ = run_kernel("attention", dtype, False, causal=False)
+    assert "softmax_forward" in called
+    assert _error(looped, chained) <= TOL[dtype]
+    assert (looped["P"] > 0).all()  # no key masked
+
+
+def _off_by(fn, factor=1.01):
+    """A loop that writes its first output 1% off (a broken backward)."""
+    def broken(*args):
+        fn(*args)
+        args[0][...] *= factor
+
+    return broken
+
+
+@needs_loops
+@pytest.mark.parametrize("name,loop", [("gelu", "gelu_backward"), ("layernorm_no_acc", "layernorm_backward"),
+                                       ("attention", "softmax_backward")])
+def test_a_broken_loop_is_caught(name, loop, monkeypatch):
+    chained, _ = run_kernel(name, np.float64, False)
+    monkeypatch.setattr(fused, loop, _off_by(getattr(fused, loop)))
+    looped, called = run_kernel(name, np.float64, True)
+    assert loop in called
+    assert _error(looped, chained) > 1e-4
+
+
+def test_the_numpy_chains_still_train_the_transformer(monkeypatch):
+    """Without the loops (no numba, or MINILM_FUSED=0) the fast Transformer is the NumPy chains: the same
+    loss and gradients as the plain model, and no loop is called."""
+    from minilm.fast.gpt import FastTransformer
+
+    monkeypatch.setenv("MINILM_THREADS", "1")
+    monkeypatch.setattr(fused, "ON", False)
+    called = []
+    for n in LOOPS:
+        monkeypatch.setattr(fused, n, lambda *a, _n=n: called.append(_n))
+    cfg = tr.TransformerConfig(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=8, ffn="gelu")
+    p = tr.init_params(cfg, np.random.default_rng(0), np.float64)
+    x, y = np.random.default_rng(1).integers(0, 11, (2, 3, 7))
+    loss, grads = tr.loss_and_grads(p, cfg, x, y)
+    fl, fg = FastTransformer(cfg, p, np.float64).loss_and_grads(x, y)
+    assert called == []
+    assert abs(fl - loss) <= 1e-10 * abs(loss)
+    assert max(float(np.abs(fg[k] - grads[k]).max()) for k in grads) <= 1e-10 * max(
+        float(np.abs(g).max()) for g in grads.values())
+
+
+def test_fused_off_in_the_environment(tmp_path):
+    """MINILM_FUSED=0 turns the loops off in a new process (and in the second process, which inherits it)."""
+    import subprocess
+    import sys
+
+    code = "from minilm.fast import fused; print(fused.ON)"
+    out = subprocess.run([sys.executable, "-c", code], env={**__import__("os").environ, "MINILM_FUSED": "0"},
+                         capture_output=True, text=True, cwd=tmp_path, check=True)
+    assert out.stdout.strip() == "False"
