@@ -170,3 +170,60 @@ def test_fused_off_in_the_environment(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], env={**__import__("os").environ, "MINILM_FUSED": "0"},
                          capture_output=True, text=True, cwd=tmp_path, check=True)
     assert out.stdout.strip() == "False"
+
+
+def run_lstm(dtype, on, monkeypatch, broken: str | None = None):
+    """minilm.fast.lstm's forward and backward over one sequence (one thread) with fused.ON = on; returns
+    (hs, the gradients, the step loops called).  ``broken``: that step loop's da / h written 1% off."""
+    from minilm import lstm
+    from minilm.fast import lstm as fast_lstm
+
+    monkeypatch.setenv("MINILM_THREADS", "1")
+    monkeypatch.setattr(fused, "ON", on)
+    called, get = [], fused.step_function
+
+    def counted(name, dt):
+        fn = get(name, dt)
+
+        def step(B, Hd, *ptrs):
+            called.append(name)
+            fn(B, Hd, *ptrs)
+            if name == broken:  # the last pointer is the step's output: h (forward) or da (backward)
+                n = B * Hd * (4 if name == "lstm_step_backward" else 1)
+                out = np.ctypeslib.as_array((np.ctypeslib.ctypes.c_double * n).from_address(ptrs[-1]))
+                out *= 1.01
+
+        return step
+
+    monkeypatch.setattr(fused, "step_function", counted)
+    r = np.random.default_rng(3)
+    B, T, D, Hd = 3, 6, 5, 4
+    Wx, Wh, b = (a.astype(dtype) for a in lstm.lstm_init(r, D, Hd))
+    b += (0.3 * r.standard_normal(b.shape)).astype(dtype)
+    x, dhs = r.standard_normal((B, T, D)).astype(dtype), r.standard_normal((B, T, Hd)).astype(dtype)
+    h0, c0 = (0.5 * r.standard_normal((B, Hd))).astype(dtype), (0.5 * r.standard_normal((B, Hd))).astype(dtype)
+    hs, _, cache = fast_lstm.lstm_forward(x, h0, c0, Wx, Wh, b)
+    grads = fast_lstm.lstm_backward(dhs, cache)
+    return np.array(hs), [np.array(g) for g in grads], called
+
+
+@needs_loops
+def test_the_lstm_step_loops_match_the_numpy_steps(monkeypatch):
+    hs, grads, called = run_lstm(np.float64, True, monkeypatch)
+    hs0, grads0, none = run_lstm(np.float64, False, monkeypatch)
+    assert set(called) == {"lstm_step_forward", "lstm_step_backward"} and none == []
+    assert len(called) == 2 * 6  # one call per step, forward and backward
+    assert float(np.abs(hs - hs0).max()) <= 1e-12
+    for g, g0 in zip(grads, grads0, strict=True):
+        assert float(np.abs(g - g0).max()) <= 1e-12 * max(float(np.abs(g0).max()), 1.0)
+
+
+@needs_loops
+@pytest.mark.parametrize("loop", ["lstm_step_forward", "lstm_step_backward"])
+def test_a_broken_lstm_step_loop_is_caught(loop, monkeypatch):
+    hs0, grads0, _ = run_lstm(np.float64, False, monkeypatch)
+    hs, grads, called = run_lstm(np.float64, True, monkeypatch, broken=loop)
+    assert loop in called
+    worst = max([float(np.abs(hs - hs0).max())] + [float(np.abs(g - g0).max()) for g, g0 in zip(grads, grads0,
+                                                                                             strict=True)])
+    assert worst > 1e-4

@@ -36,7 +36,8 @@ import numpy as np
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "loops.c")
 FLAGS = ("-O3", "-march=native", "-fopenmp-simd", "-fno-math-errno", "-shared", "-fPIC")
-TRIES = ((("-DMINILM_MVEC",), ("-lmvec", "-lm")), ((), ("-lm",)))  # glibc's vector exp if it links; else scalar
+TRIES = ((("-DMINILM_MVEC",), ("-Wl,--no-undefined", "-lmvec", "-lm")),  # glibc's vector exp and tanh if they link
+         ((), ("-lm",)))  # else the scalar ones
 
 
 def _cache_folders():
@@ -99,7 +100,7 @@ _L, _I, _D, _P = ctypes.c_long, ctypes.c_int, ctypes.c_double, ctypes.c_void_p
 _SIGNATURES = {  # the C functions' arguments after the shapes: p an array, d a double, i an int, l a long
     "gelu_forward": "llpppp", "gelu_backward": "llppp", "layernorm_forward": "llppppppd",
     "layernorm_backward": "llpppppipp", "softmax_forward": "llpi", "softmax_backward": "llpp",
-    "adamw": "lpppplddddddd"}
+    "adamw": "lpppplddddddd", "lstm_step_forward": "llpppppp", "lstm_step_backward": "llppppppppp"}
 _CTYPES = {"l": _L, "i": _I, "d": _D, "p": _P}
 _fns = {}
 if _lib is not None:
@@ -153,6 +154,20 @@ def softmax_backward(d, p) -> None:
     """d (N, T, T): dP in, dS = P (dP - rowsum(dP P)) out; p (N, T, T) the weights."""
     fn, ptr = _call("softmax_backward", (d, p))
     fn(d.shape[0], d.shape[1], *ptr)
+
+
+def step_function(name: str, dtype):
+    """The ctypes function of loops.c's ``name`` for ``dtype``, for a loop that calls it with precomputed
+    pointers (the LSTM's steps: microseconds matter there): fn(B, Hd, *pointers)."""
+    return _fns[name, np.dtype(dtype)]
+
+
+def pointers(*arrays) -> tuple[int, ...]:
+    """The data pointers of C-contiguous arrays, for step_function's calls."""
+    for a in arrays:
+        if not a.flags.c_contiguous:
+            raise ValueError(f"fused.pointers: every array must be C-contiguous, got strides {a.strides}")
+    return tuple(a.ctypes.data for a in arrays)
 
 
 def adamw(p, g, m, v, n_decay: int, a1, beta1, a2, beta2, step, e2, decay) -> None:

@@ -21,12 +21,16 @@
 extern float expf(float);
 #pragma omp declare simd notinbranch
 extern double exp(double);
+#pragma omp declare simd notinbranch
+extern float tanhf(float);
+#pragma omp declare simd notinbranch
+extern double tanh(double);
 #endif
 
 #define GELU_C 0.7978845608028654 /* sqrt(2 / pi) */
 #define GELU_K 0.044715
 
-#define LOOPS(T, S, EXP, SQRT)                                                                                          \
+#define LOOPS(T, S, EXP, SQRT, TANH)                                                                                          \
                                                                                                                   \
 /* GELU, tanh form (kernels.gelu_bias_forward): f += bias; s = sigmoid(2u) = 1 / (1 + exp(-2u)),                  \
  * u = sqrt(2/pi) (f + 0.044715 f^3), with -2u clamped at 80 as minilm.activations clamps u at -40;               \
@@ -151,6 +155,56 @@ void softmax_backward_##S(long N, long T_, T *d, const T *p) {                  
     }                                                                                                             \
 }                                                                                                                 \
                                                                                                                   \
+/* One LSTM step after its recurrent product (minilm.fast.lstm._steps_forward, gate form "tanh"): the gates       \
+ * in step order i, f, o, g, with a' = a / 2 for i, f, o (the weights' copies are scaled so), a for g:          \
+ * s (B, 4Hd) holds h_{t-1} W_h' on entry and the gates on return, s += z (x_t W_x' + b');                        \
+ * i, f, o = (1 + tanh(a')) / 2 = sigmoid(a);  g = tanh(a_g);  c = f c_prev + i g;  tc = tanh(c);  h = o tc.     \
+ * z (B, 4Hd); c_prev, c, tc, h (B, Hd). */                                                                       \
+void lstm_step_forward_##S(long B, long Hd, T *s, const T *z, const T *c_prev, T *c, T *tc, T *h) {               \
+    const T half = (T)0.5;                                                                                        \
+    for (long n = 0; n < B; n++) {                                                                                \
+        T *a = s + n * 4 * Hd;                                                                                    \
+        const T *zr = z + n * 4 * Hd, *cp = c_prev + n * Hd;                                                      \
+        T *cr = c + n * Hd, *tr = tc + n * Hd, *hr = h + n * Hd;                                                  \
+        _Pragma("omp simd")                                                                                       \
+        for (long j = 0; j < 3 * Hd; j++) a[j] = half + half * TANH(a[j] + zr[j]);                                \
+        _Pragma("omp simd")                                                                                       \
+        for (long j = 3 * Hd; j < 4 * Hd; j++) a[j] = TANH(a[j] + zr[j]);                                         \
+        _Pragma("omp simd")                                                                                       \
+        for (long j = 0; j < Hd; j++) {                                                                           \
+            T cv = a[Hd + j] * cp[j] + a[j] * a[3 * Hd + j];                                                      \
+            T t = TANH(cv);                                                                                       \
+            cr[j] = cv;                                                                                           \
+            tr[j] = t;                                                                                            \
+            hr[j] = a[2 * Hd + j] * t;                                                                            \
+        }                                                                                                         \
+    }                                                                                                             \
+}                                                                                                                 \
+                                                                                                                  \
+/* One LSTM step of the backward before its recurrent product (minilm.fast.lstm._steps_backward):                \
+ * dh += dy;  dc += dh o (1 - tanh^2(c_t));  da = (dc g, dc c_prev, dh tanh(c_t), dc i) * gate'(a)               \
+ * (step order i, f, o, g; dgate holds gate'(a), o_dtc holds o (1 - tanh^2(c_t)));  dc = dc f (dc_{t-1}).        \
+ * dh, dc, dy, c_prev, tc, o_dtc (B, Hd); a (the gates), dgate, da (B, 4Hd). */                                  \
+void lstm_step_backward_##S(long B, long Hd, T *dh, T *dc, const T *dy, const T *a, const T *c_prev,              \
+                            const T *tc, const T *o_dtc, const T *dgate, T *da) {                                 \
+    for (long n = 0; n < B; n++) {                                                                                \
+        const T *ar = a + n * 4 * Hd, *gr = dgate + n * 4 * Hd;                                                   \
+        T *dar = da + n * 4 * Hd, *dhr = dh + n * Hd, *dcr = dc + n * Hd;                                         \
+        const long o = n * Hd;                                                                                    \
+        _Pragma("omp simd")                                                                                       \
+        for (long j = 0; j < Hd; j++) {                                                                           \
+            T dhv = dhr[j] + dy[o + j];                                                                           \
+            T dcv = dcr[j] + dhv * o_dtc[o + j];                                                                  \
+            dar[j] = dcv * ar[3 * Hd + j] * gr[j];                                                                \
+            dar[Hd + j] = dcv * c_prev[o + j] * gr[Hd + j];                                                       \
+            dar[2 * Hd + j] = dhv * tc[o + j] * gr[2 * Hd + j];                                                   \
+            dar[3 * Hd + j] = dcv * ar[j] * gr[3 * Hd + j];                                                       \
+            dhr[j] = dhv;                                                                                         \
+            dcr[j] = dcv * ar[Hd + j];                                                                            \
+        }                                                                                                         \
+    }                                                                                                             \
+}                                                                                                                 \
+                                                                                                                  \
 /* flat.adamw_rows: m = beta1 m + a1 g; v = beta2 v + a2 g^2; p = d p - step m / (sqrt(v) + e2), d = decay        \
  * for the first n_decay entries (the matrices) and 1 after them.  p, g, m, v (n,). */                            \
 void adamw_##S(long n, T *p, const T *g, T *m, T *v, long n_decay, double a1, double beta1, double a2,           \
@@ -170,5 +224,5 @@ void adamw_##S(long n, T *p, const T *g, T *m, T *v, long n_decay, double a1, do
     }                                                                                                             \
 }
 
-LOOPS(float, f, expf, sqrtf)
-LOOPS(double, d, exp, sqrt)
+LOOPS(float, f, expf, sqrtf, tanhf)
+LOOPS(double, d, exp, sqrt, tanh)

@@ -80,7 +80,7 @@ import weakref
 
 import numpy as np
 
-from minilm.fast import blas
+from minilm.fast import blas, fused
 from minilm.fast.blas import column_blocks, on_one_thread, one_thread, transpose
 from minilm.fast.threads import Background, Wavefront, n_threads, run_halves
 
@@ -244,10 +244,15 @@ class Workspace:
         g = lambda a: (a[:, :Hd], a[:, Hd : 2 * Hd], a[:, 2 * Hd : 3 * Hd], a[:, 3 * Hd :])  # noqa: E731
         A, H, C = self.A, self.H, self.C
         # per step t: the views the step's lines use, made once here instead of T times per call
+        # (the last of each: the pointers minilm/fast/loops.c's step takes, in its order)
         self.forward_views = [(A[t], [A[t][:, c0:c1] for c0, c1 in self.fwd_cols], A[t][:, : 3 * Hd], *g(A[t]),
-                               H[t], H[t + 1], C[t], C[t + 1], self.TC[t], self.Z[t]) for t in range(T)]
+                               H[t], H[t + 1], C[t], C[t + 1], self.TC[t], self.Z[t],
+                               fused.pointers(A[t], self.Z[t], C[t], C[t + 1], self.TC[t], H[t + 1]))
+                              for t in range(T)]
         self.backward_views = [(self.dY[t], *g(A[t])[:2], g(A[t])[3], C[t], self.TC[t], self.DTC[t], self.Dg[t],
-                                self.Z[t]) for t in range(T)]  # o is in DTC
+                                self.Z[t], fused.pointers(self.dh, self.dc, self.dY[t], A[t], C[t], self.TC[t],
+                                                          self.DTC[t], self.Dg[t], self.Z[t]))
+                               for t in range(T)]  # o is in DTC
         self.dS_blocks = g(self.dS)  # di, df, do, dg
         self.gWx, self.gWh, self.gb, self.Wx, self.Wh = e(D, 4 * Hd), e(Hd, 4 * Hd), e(4 * Hd), e(D, 4 * Hd), \
             e(Hd, 4 * Hd)
@@ -278,10 +283,15 @@ def _steps_forward(views, Whp_blocks, tmp, form: str) -> None:
     scaled for the gate ``form`` (GATE_FORMS), a block of columns each."""
     half, one, two = (tmp.dtype.type(k) for k in (0.5, 1, 2))
     by_exp = form == "exp"
+    B, Hd = tmp.shape
+    loop = fused.step_function("lstm_step_forward", tmp.dtype) if fused.ON and not by_exp else None
     with np.errstate(over="ignore"):  # "exp": exp(-a) = inf gives sigmoid(a) = 0, which is right
-        for s, s_blocks, sig, i, f, o, g, h_prev, h, c_prev, c, tc, z in views:
+        for s, s_blocks, sig, i, f, o, g, h_prev, h, c_prev, c, tc, z, ptrs in views:
             for W_block, s_block in zip(Whp_blocks, s_blocks, strict=True):
                 np.matmul(h_prev, W_block, out=s_block)  # (B, Hd) x (Hd, cols) -> (B, cols): h_{t-1} W_h'
+            if loop is not None:  # the lines below in one compiled loop (minilm/fast/loops.c, minilm.fast.fused)
+                loop(B, Hd, *ptrs)
+                continue
             s += z  # a': "tanh" a / 2 for i, f, o and a for g;  "exp" -a for i, f, o and -2a for g
             if by_exp:
                 np.exp(s, out=s)
@@ -403,16 +413,21 @@ def _steps_backward(views, WhT_blocks, dS, dS_blocks, tmp, dh, dh_blocks, dc) ->
     into dh_blocks, the same columns of dh).
     """
     di, df, do, dg = dS_blocks
-    for dy, i, f, g, c_prev, tc, o_dtc, dgate, da in views:
-        dh += dy  # h_t feeds the output at t and step t+1
-        np.multiply(dh, tc, out=do)  # do = dh tanh(c_t)
-        np.multiply(dh, o_dtc, out=tmp)  # dh o (1 - tanh^2(c_t))
-        dc += tmp  # dc_t
-        np.multiply(dc, g, out=di)  # di = dc g
-        np.multiply(dc, c_prev, out=df)  # df = dc c_{t-1}
-        np.multiply(dc, i, out=dg)  # dg = dc i
-        dc *= f  # dc_{t-1} = dc f
-        np.multiply(dS, dgate, out=da)  # dA_t: i (1 - i) di, f (1 - f) df, o (1 - o) do, (1 - g^2) dg
+    B, Hd = dh.shape
+    loop = fused.step_function("lstm_step_backward", dh.dtype) if fused.ON else None
+    for dy, i, f, g, c_prev, tc, o_dtc, dgate, da, ptrs in views:
+        if loop is not None:  # the lines below in one compiled loop (minilm/fast/loops.c, minilm.fast.fused)
+            loop(B, Hd, *ptrs)
+        else:
+            dh += dy  # h_t feeds the output at t and step t+1
+            np.multiply(dh, tc, out=do)  # do = dh tanh(c_t)
+            np.multiply(dh, o_dtc, out=tmp)  # dh o (1 - tanh^2(c_t))
+            dc += tmp  # dc_t
+            np.multiply(dc, g, out=di)  # di = dc g
+            np.multiply(dc, c_prev, out=df)  # df = dc c_{t-1}
+            np.multiply(dc, i, out=dg)  # dg = dc i
+            dc *= f  # dc_{t-1} = dc f
+            np.multiply(dS, dgate, out=da)  # dA_t: i (1 - i) di, f (1 - f) df, o (1 - o) do, (1 - g^2) dg
         for W_block, dh_block in zip(WhT_blocks, dh_blocks, strict=True):
             np.matmul(da, W_block, out=dh_block)  # (B, 4Hd) x (4Hd, cols) -> (B, cols): dh_{t-1}
 
