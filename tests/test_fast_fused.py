@@ -19,7 +19,7 @@ needs_loops = pytest.mark.skipif(not fused.ON, reason="no C compiler here: the f
 
 TOL = {np.float64: 1e-12, np.float32: 2e-5}
 LOOPS = ("gelu_forward", "gelu_backward", "layernorm_forward", "layernorm_backward", "softmax_forward",
-         "softmax_backward", "adamw")
+         "softmax_backward", "adamw", "lstm_derivatives")
 
 
 def _inputs(dtype, seed=0):
@@ -120,11 +120,11 @@ def test_the_softmax_loops_without_the_causal_mask(dtype):
     assert (looped["P"] > 0).all()  # no key masked
 
 
-def _off_by(fn, factor=1.01):
-    """A loop that writes its first output 1% off (a broken backward)."""
+def _off_by(fn, factor=1.01, out=0):
+    """A loop that writes its output args[out] (by default the first) 1% off (a broken backward)."""
     def broken(*args):
         fn(*args)
-        args[0][...] *= factor
+        args[out][...] *= factor
 
     return broken
 
@@ -196,6 +196,8 @@ def run_lstm(dtype, on, monkeypatch, broken: str | None = None):
         return step
 
     monkeypatch.setattr(fused, "step_function", counted)
+    derivatives = fused.lstm_derivatives
+    monkeypatch.setattr(fused, "lstm_derivatives", lambda *a: (called.append("lstm_derivatives"), derivatives(*a)))
     r = np.random.default_rng(3)
     B, T, D, Hd = 3, 6, 5, 4
     Wx, Wh, b = (a.astype(dtype) for a in lstm.lstm_init(r, D, Hd))
@@ -211,17 +213,19 @@ def run_lstm(dtype, on, monkeypatch, broken: str | None = None):
 def test_the_lstm_step_loops_match_the_numpy_steps(monkeypatch):
     hs, grads, called = run_lstm(np.float64, True, monkeypatch)
     hs0, grads0, none = run_lstm(np.float64, False, monkeypatch)
-    assert set(called) == {"lstm_step_forward", "lstm_step_backward"} and none == []
-    assert len(called) == 2 * 6  # one call per step, forward and backward
+    assert set(called) == {"lstm_step_forward", "lstm_step_backward", "lstm_derivatives"} and none == []
+    assert called.count("lstm_step_forward") == called.count("lstm_step_backward") == 6  # one call per step
     assert float(np.abs(hs - hs0).max()) <= 1e-12
     for g, g0 in zip(grads, grads0, strict=True):
         assert float(np.abs(g - g0).max()) <= 1e-12 * max(float(np.abs(g0).max()), 1.0)
 
 
 @needs_loops
-@pytest.mark.parametrize("loop", ["lstm_step_forward", "lstm_step_backward"])
+@pytest.mark.parametrize("loop", ["lstm_step_forward", "lstm_step_backward", "lstm_derivatives"])
 def test_a_broken_lstm_step_loop_is_caught(loop, monkeypatch):
     hs0, grads0, _ = run_lstm(np.float64, False, monkeypatch)
+    if loop == "lstm_derivatives":
+        monkeypatch.setattr(fused, loop, _off_by(fused.lstm_derivatives, 1.01, out=2))  # dgate 1% off
     hs, grads, called = run_lstm(np.float64, True, monkeypatch, broken=loop)
     assert loop in called
     worst = max([float(np.abs(hs - hs0).max())] + [float(np.abs(g - g0).max()) for g, g0 in zip(grads, grads0,

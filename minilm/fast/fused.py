@@ -100,7 +100,8 @@ _L, _I, _D, _P = ctypes.c_long, ctypes.c_int, ctypes.c_double, ctypes.c_void_p
 _SIGNATURES = {  # the C functions' arguments after the shapes: p an array, d a double, i an int, l a long
     "gelu_forward": "llpppp", "gelu_backward": "llppp", "layernorm_forward": "llppppppd",
     "layernorm_backward": "llpppppipp", "softmax_forward": "llpi", "softmax_backward": "llpp",
-    "adamw": "lpppplddddddd", "lstm_step_forward": "llpppppp", "lstm_step_backward": "llppppppppp"}
+    "adamw": "lpppplddddddd", "lstm_step_forward": "llpppppp", "lstm_step_backward": "llppppppppp",
+    "lstm_derivatives": "llpppp"}
 _CTYPES = {"l": _L, "i": _I, "d": _D, "p": _P}
 _fns = {}
 if _lib is not None:
@@ -154,6 +155,12 @@ def softmax_backward(d, p) -> None:
     """d (N, T, T): dP in, dS = P (dP - rowsum(dP P)) out; p (N, T, T) the weights."""
     fn, ptr = _call("softmax_backward", (d, p))
     fn(d.shape[0], d.shape[1], *ptr)
+
+
+def lstm_derivatives(a, tc, dgate, o_dtc) -> None:
+    """minilm.fast.lstm._derivatives over (R, 4Hd) gates a and (R, Hd) tanh(c_t): dgate, o_dtc."""
+    fn, ptr = _call("lstm_derivatives", (a, tc, dgate, o_dtc))
+    fn(tc.shape[0], tc.shape[1], *ptr)
 
 
 def step_function(name: str, dtype):

@@ -205,6 +205,23 @@ void lstm_step_backward_##S(long B, long Hd, T *dh, T *dc, const T *dy, const T 
     }                                                                                                             \
 }                                                                                                                 \
                                                                                                                   \
+/* minilm.fast.lstm._derivatives, for the rows (steps x batch) of a stretch of steps: dgate = gate'(a), that is  \
+ * s (1 - s) for the sigmoids i, f, o and 1 - g^2 for g (step order), and o_dtc = o (1 - tanh^2(c_t)).          \
+ * a, dgate (R, 4Hd); tc, o_dtc (R, Hd). */                                                                       \
+void lstm_derivatives_##S(long R, long Hd, const T *a, const T *tc, T *dgate, T *o_dtc) {                         \
+    const T one = 1;                                                                                              \
+    for (long r = 0; r < R; r++) {                                                                                \
+        const T *ar = a + r * 4 * Hd, *tr = tc + r * Hd;                                                          \
+        T *dr = dgate + r * 4 * Hd, *orow = o_dtc + r * Hd;                                                       \
+        _Pragma("omp simd")                                                                                       \
+        for (long j = 0; j < 3 * Hd; j++) dr[j] = ar[j] * (one - ar[j]);                                          \
+        _Pragma("omp simd")                                                                                       \
+        for (long j = 3 * Hd; j < 4 * Hd; j++) dr[j] = one - ar[j] * ar[j];                                       \
+        _Pragma("omp simd")                                                                                       \
+        for (long j = 0; j < Hd; j++) orow[j] = ar[2 * Hd + j] * (one - tr[j] * tr[j]);                           \
+    }                                                                                                             \
+}                                                                                                                 \
+                                                                                                                  \
 /* flat.adamw_rows: m = beta1 m + a1 g; v = beta2 v + a2 g^2; p = d p - step m / (sqrt(v) + e2), d = decay        \
  * for the first n_decay entries (the matrices) and 1 after them.  p, g, m, v (n,). */                            \
 void adamw_##S(long n, T *p, const T *g, T *m, T *v, long n_decay, double a1, double beta1, double a2,           \

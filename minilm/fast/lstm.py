@@ -322,6 +322,10 @@ def _derivatives(ws, t0: int, t1: int) -> None:
     """Dg = gate'(a) and DTC = o (1 - tanh^2(c_t)) for steps t0..t1-1, from the stored gates (for the backward)."""
     Hd = ws.H.shape[2]
     A, Dg, tc, dtc = ws.A[t0:t1], ws.Dg[t0:t1], ws.TC[t0:t1], ws.DTC[t0:t1]
+    if fused.ON:  # the lines below in one compiled loop (minilm/fast/loops.c)
+        rows = A.shape[0] * A.shape[1]
+        fused.lstm_derivatives(A.reshape(rows, -1), tc.reshape(rows, -1), Dg.reshape(rows, -1), dtc.reshape(rows, -1))
+        return
     one = A.dtype.type(1)
     np.multiply(A, A, out=Dg)  # i^2, f^2, o^2, g^2
     np.subtract(A[..., : 3 * Hd], Dg[..., : 3 * Hd], out=Dg[..., : 3 * Hd])  # s - s^2 = s (1 - s)
