@@ -138,9 +138,9 @@ minilm is for reading, but a class that waits ten minutes for every
 experiment learns less.  `minilm/fast/` trains the same models faster: the
 same formulas and parameter names, each function naming the plain one it
 mirrors, and tests (`tests/test_fast.py`, `tests/test_fast_gpt.py`,
-`tests/test_fast_procs.py`) that compare losses, gradients and whole AdamW
-steps with the plain models in float64 (they agree to 1e-10 or better; the
-gradient checks run on the plain code).  `minilm train --fast` covers every
+`tests/test_fast_procs.py`, `tests/test_fast_fused.py`) that compare losses,
+gradients and whole AdamW steps with the plain models in float64 (they agree
+to 1e-10 or better; the gradient checks run on the plain code).  `minilm train --fast` covers every
 language model and configuration `train` offers: the Transformer pre- or
 post-LN (the text's), ReLU or GELU, sinusoidal or learned positions, with or
 without dropout, with or without the output layer's bias (GPT-2's has none:
@@ -155,14 +155,26 @@ differently:
 * every activation lives in a buffer allocated once and reused by every step;
 * W_q, W_k, W_v are column blocks of one (C, 3C) matrix: one product gives
   q, k, v, and the heads are strided views of it (no copies, no einsum);
-* the causal mask is added (0 or -inf), not `np.where`; LayerNorm's and
-  softmax's row sums are matrix-vector products; GELU is the plain code's
-  sigmoid form, branch-free, without the clamp pass (exp may overflow to
-  s = 0 instead), and the backward reuses its sigmoid; the embedding gradient
-  of a small vocabulary is one product with a one-hot matrix instead of
+* every NumPy call is a pass over memory, and GELU's forward alone is nine
+  of them.  So the elementwise chains (GELU, LayerNorm and the attention's
+  softmax, each forward and backward; AdamW; each LSTM step after its
+  recurrent product, and the LSTM's gate derivatives) are also written as
+  single loops in C, `minilm/fast/loops.c`, one function per chain, named
+  after the kernel it mirrors and beside the same formula.  The first use
+  compiles that file with the machine's C compiler (`cc`, or `$CC`; `-O3
+  -march=native`, IEEE arithmetic, glibc's vector exp and tanh where they
+  link) into `~/.cache/minilm/`, once per source and machine; ctypes calls
+  it, and gives up the interpreter lock meanwhile (`minilm/fast/fused.py`).
+  Without a compiler, or with `MINILM_FUSED=0`, the kernels run their NumPy
+  chains, which `tests/test_fast_fused.py` checks each loop against (float32
+  and float64, and a loop broken on purpose is caught); `bench` prints which
+  ran.  In the NumPy chains the causal mask is added (0 or -inf), not
+  `np.where`, the row sums are matrix-vector products, GELU is the plain
+  code's sigmoid form without the clamp pass (exp may overflow to s = 0
+  instead), and long chains run in cache-sized blocks of 64k elements; the
+  matrix products are NumPy's (BLAS) either way.  The embedding gradient of a
+  small vocabulary is one product with a one-hot matrix instead of
   `np.add.at`;
-* NumPy does elementwise work on one core: long chains (GELU, AdamW) run in
-  cache-sized blocks of 64k elements;
 * OpenBLAS makes its threads wait for each other by spinning, and they go on
   spinning for a while after a product returns, on the core the fast path's
   second thread or process needs: every fast model's step, forward and
@@ -187,7 +199,10 @@ differently:
   second thread behind the backward chain);
 * the LSTM (`minilm/fast/lstm.py`): the loop over t cannot be split, and
   NumPy pays about a microsecond per call inside it, so the loop makes as few
-  calls as the formulas allow.  One call gives all four gates: one `tanh`
+  calls as the formulas allow: with the compiled loops, a step is its
+  recurrent product and one call of loops.c (forward: the four gates, c_t and
+  h_t; backward: the gates' gradients and dc_{{t-1}}).  In NumPy, one call
+  gives all four gates: one `tanh`
   (sigmoid(a) = (1 + tanh(a/2)) / 2), or, where that form's calls take longer
   than this one's (both timed once per process; `bench --profile` prints
   both), one `exp` (sigmoid(a) = 1 / (1 + exp(-a)), tanh(a) =
@@ -263,9 +278,10 @@ of one fast step in CPU time on one thread, against the same products alone:
 ```
 
 On one thread the Transformer step is {P['step_floor']}x its products: above them,
-attention's softmax and masking (the parts of `attention_*` that are not
-products), GELU forward and backward, LayerNorm and AdamW, elementwise passes
-NumPy cannot fuse.  In the LSTM call the two loops over t cost {P['fwd_us']} and
+attention's softmax (the parts of `attention_*` that are not products), GELU
+forward and backward, LayerNorm and AdamW (one pass over memory each in the
+compiled loops), and the bias adds, residual adds, lookups and views of
+"rest", which stay NumPy's.  In the LSTM call the two loops over t cost {P['fwd_us']} and
 {P['bwd_us']} us per time step; a fresh set of arrays for every call costs
 {P['faults_fresh']} minor page faults per call, the kept Workspace {P['faults_kept']}; OpenBLAS's
 transpose copies a (256, 1024) W {P['transpose']}x faster than NumPy.  One step's gate calls over a

@@ -141,7 +141,7 @@ def test_a_broken_loop_is_caught(name, loop, monkeypatch):
 
 
 def test_the_numpy_chains_still_train_the_transformer(monkeypatch):
-    """Without the loops (no numba, or MINILM_FUSED=0) the fast Transformer is the NumPy chains: the same
+    """Without the loops (no C compiler, or MINILM_FUSED=0) the fast Transformer is the NumPy chains: the same
     loss and gradients as the plain model, and no loop is called."""
     from minilm.fast.gpt import FastTransformer
 

@@ -403,15 +403,19 @@ def cmd_bench(args) -> int:
             raise SystemExit(f"unknown workload {w!r}; choose from {', '.join(WORKLOADS)}")
     use_torch = not args.no_torch and torch_available()
     log = (lambda *a, **k: print(*a, file=sys.stderr, **k)) if args.json else print
+    from minilm.fast import fused
+
+    elementwise = ("elementwise: compiled loops (minilm/fast/loops.c)" if fused.ON else
+                   "elementwise: NumPy chains (no C compiler found, or MINILM_FUSED=0)")
     if args.profile:
         from minilm.fast import profile
 
         log(f"per-op profile (one thread, CPU time; minilm/fast/profile.py); {os.cpu_count()} CPUs, "
-            f"load average {os.getloadavg()[0]:.1f}")
+            f"load average {os.getloadavg()[0]:.1f}; {elementwise}")
         profile.run(transformer_step, lstm_step, log)
         return 0
     log(f"{len(workloads)} workload(s), {args.rounds} round(s) of {args.steps} steps after {args.warmup} warm-up; "
-        f"torch: {'yes' if use_torch else 'not installed, skipped'}")
+        f"torch: {'yes' if use_torch else 'not installed, skipped'}; {elementwise}")
     load = os.getloadavg()[0]
     log(f"{os.cpu_count()} CPUs, load average {load:.1f} before the run (other processes slow every contender)")
     log(HEADER)

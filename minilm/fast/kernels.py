@@ -10,9 +10,11 @@ same, only the way it is evaluated differs:
 * long elementwise chains run in cache-sized blocks on two threads
   (minilm.fast.threads);
 * constants are cast to the arrays' dtype, so float32 stays float32;
-* where numba is installed, the elementwise chains of GELU, LayerNorm and the
-  attention's softmax run as single compiled loops instead
-  (minilm.fast.fused, which says why and what stays NumPy's).
+* where a C compiler is found, the elementwise chains of GELU, LayerNorm and
+  the attention's softmax run as single compiled loops instead
+  (minilm/fast/loops.c, loaded by minilm.fast.fused, which says why and what
+  stays NumPy's); the NumPy chains below stay the reference they are tested
+  against, and run where there is no compiler or MINILM_FUSED=0.
 
 Shapes follow the package legend; M = B T is the number of token positions.
 """

@@ -22,7 +22,15 @@ recurrence and are twice the loop's arithmetic.  So:
   below, or MINILM_THREADS=1) nothing can overlap the loop: each product is
   then made once over all T steps, after (or before) the loop, and fewer,
   larger products run faster than T / CHUNK products of CHUNK steps.
-* ONE call gives all four gates, in one of two forms (gate_form()):
+* where a C compiler is found (minilm.fast.fused), the rest of a step after
+  its recurrent product is ONE call of a compiled loop of minilm/fast/loops.c
+  (lstm_step_forward: the gates, c_t, tanh(c_t), h_t; lstm_step_backward:
+  dA_t and dc_{t-1}), with the arrays' pointers made once per Workspace; so
+  are the gates' derivatives (lstm_derivatives).  The NumPy lines of
+  _steps_forward and _steps_backward below are what those loops compute
+  (tests/test_fast_fused.py checks them against each other), and what runs
+  without a compiler or with MINILM_FUSED=0;
+* in NumPy, ONE call gives all four gates, in one of two forms (gate_form()):
   "tanh", sigmoid(a) = (1 + tanh(a / 2)) / 2, one tanh over all four blocks;
   or "exp", sigmoid(a) = 1 / (1 + exp(-a)) and tanh(a) = 2 sigmoid(2a) - 1,
   one exp over all four.  The factors (1/2 for a_i, a_f, a_o in the first
@@ -95,12 +103,12 @@ _gate_form = None
 
 def gate_form() -> str:
     """"tanh" or "exp": how the step makes its gates (this module's docstring).  MINILM_LSTM_GATES sets it;
-    else the faster of the two on this machine: each form's calls of one step (form_timings), timed once
-    per process over a (32, 512) block.  The two differ only in rounding (tests/test_fast.py checks both
-    against minilm.lstm)."""
+    else "tanh" where the compiled loops run (the form they make), and without them the faster of the two on
+    this machine: each form's calls of one step (form_timings), timed once per process over a (32, 512) block.
+    The two differ only in rounding (tests/test_fast.py checks both against minilm.lstm)."""
     global _gate_form
-    if _gate_form is None:
-        _gate_form = os.environ.get("MINILM_LSTM_GATES") or _faster_form()
+    if _gate_form is None:  # the compiled step (minilm.fast.fused) makes the tanh form
+        _gate_form = os.environ.get("MINILM_LSTM_GATES") or ("tanh" if fused.ON else _faster_form())
         if _gate_form not in GATE_FORMS:
             raise ValueError(f"MINILM_LSTM_GATES={_gate_form!r}: expected one of {', '.join(GATE_FORMS)}")
     return _gate_form
