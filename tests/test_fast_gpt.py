@@ -133,7 +133,8 @@ def test_broken_fast_backward_is_caught(kind, kernel, monkeypatch):
     else:  # forget the 1/sqrt(hs) of dq
         orig = K.attention_backward
         monkeypatch.setattr(K, "attention_backward",
-                            lambda dout, q, k, v, P, dP, dq, dk, dv, scale: orig(dout, q, k, v, P, dP, dq, dk, dv, 1.0))
+                            lambda dout, q, k, v, P, dP, dq, dk, dv, scale, vT=None:
+                            orig(dout, q, k, v, P, dP, dq, dk, dv, 1.0, vT))
     _, fg = FastTransformer(cfg, p, np.float64).loss_and_grads(x, y, rng_for(cfg))
     assert grad_error(grads, fg) > BROKEN
 

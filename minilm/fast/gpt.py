@@ -150,7 +150,8 @@ class FastTransformer(FlatModel):
                   for _ in range(cfg.n_layer)]
         ws = dict(layers=layers, x=e(M, C), tmp=e(M, C), xhat_f=e(M, C), rstd_f=e(M), n_f=e(M, C),
                   logits=e(M, V), dx=e(M, C), dn=e(M, C), dd=e(M, C),
-                  dP=e(B, H, T, T), ones_m=np.ones(M, dt), ones_v=np.ones(V, dt), m0=e(M, C) if drop else None,
+                  dP=e(B, H, T, T), tT=e(B, H, C // H, T),  # tT: k^T (forward), v^T (backward), contiguous
+                  ones_m=np.ones(M, dt), ones_v=np.ones(V, dt), m0=e(M, C) if drop else None,
                   mask=K.causal_additive_mask(T, dt) if cfg.causal else None,
                   onehot=e(V, M) if V <= K.ONEHOT_MAX_V else None)  # (V, M) scratch of the embedding gradient
         if _positions(cfg) == "sinusoidal":
@@ -297,7 +298,7 @@ class FastTransformer(FlatModel):
             mm(c["n1"], P[h + "attn.W_qkv"], c["qkv"])  # (M, C) x (C, 3C) -> (M, 3C)
             c["qkv"] += P[h + "attn.b_qkv"]
             q, k, v = (self._heads(c["qkv"][:, i * C:(i + 1) * C], B, T) for i in range(3))  # (B, H, T, hs)
-            K.attention_forward(q, k, v, c["P"], self._heads(c["att"], B, T), ws["mask"], scale)
+            K.attention_forward(q, k, v, c["P"], self._heads(c["att"], B, T), ws["mask"], scale, ws["tT"])
             mm(c["att"], P[h + "attn.W_o"], tmp)  # (M, C) x (C, C) -> (M, C)
             tmp += P[h + "attn.b_o"]  # the attention sublayer's output
             if drop:
@@ -335,19 +336,20 @@ class FastTransformer(FlatModel):
 
         if mm is K.matmul_split:  # two threads: the weight gradients go to the worker, behind the chain
             with Background() as bg:
-                self._backward(idx, final, drop, mm, bg.submit, bg.wait)
+                self._backward(idx, final, drop, mm, bg.submit, bg.wait, behind=True)
         else:
             self._backward(idx, final, drop, mm, lambda fn, *a: fn(*a), lambda job: None)
         return loss
 
-    def _backward(self, idx, final, drop: bool, mm, later, wait) -> None:
+    def _backward(self, idx, final, drop: bool, mm, later, wait, behind: bool = False) -> None:
         """The backward of _forward_backward, from dlogits (in ws["logits"]) to every gradient; ``final``
         (M, C) is the output layer's input, ``drop`` whether this step drew dropout masks.
 
         ``later(fn, *args)`` runs a weight gradient's product, which nothing else in the step reads
         (dW = X^T dY), on the worker while this thread goes on down the chain (minilm.fast.threads.
         Background); the dY it reads is a buffer of its own (gdf, gda, gdF, gdqkv) that the chain does not
-        overwrite.  ``wait(job)`` waits for one.  With one thread, later runs it at once.
+        overwrite (``behind``; with one thread, later runs it at once, and it reads the chain's own df, da).
+        ``wait(job)`` waits for one.
         """
         cfg, P, G, ws = self.cfg, self.flat.raw, self.flat.graw, self._ws
         B, T = idx.shape
@@ -379,8 +381,8 @@ class FastTransformer(FlatModel):
             # f = Drop(a W2 + b2):  dW2 = a^T df,  db2 = sum df,  da = df W2^T
             df = np.multiply(dx, c["m2"], out=dd) if drop else dx
             np.matmul(ones_m, df, out=G[h + "ffn.b2"])  # (C,)
-            np.copyto(c["gdf"], df)  # the worker's copy: the chain changes dx below
-            later(K.matmul, c["a"].T, c["gdf"], G[h + "ffn.W2"])  # (F, M) x (M, C) -> (F, C)
+            gdf = np.copyto(c["gdf"], df) or c["gdf"] if behind else df  # the worker's copy: the chain changes dx
+            later(K.matmul, c["a"].T, gdf, G[h + "ffn.W2"])  # (F, M) x (M, C) -> (F, C)
             mm(df, P[h + "ffn.W2"].T, dF)  # (M, C) x (C, F) -> (M, F)
             self._act_backward(c, dF)  # df = act'(f) da
             np.matmul(ones_m, dF, out=G[h + "ffn.b1"])  # (F,)
@@ -398,13 +400,13 @@ class FastTransformer(FlatModel):
             # a = Drop(att W_o + b_o)
             da = np.multiply(dres, c["m1"], out=dd) if drop else dres
             np.matmul(ones_m, da, out=G[h + "attn.b_o"])  # (C,)
-            np.copyto(c["gda"], da)  # the worker's copy
-            later(K.matmul, c["att"].T, c["gda"], G[h + "attn.W_o"])  # (C, M) x (M, C) -> (C, C)
+            gda = np.copyto(c["gda"], da) or c["gda"] if behind else da  # the worker's copy
+            later(K.matmul, c["att"].T, gda, G[h + "attn.W_o"])  # (C, M) x (M, C) -> (C, C)
             datt = tmp if post else dn  # post: dn holds the stream's gradient, still needed below
             mm(da, P[h + "attn.W_o"].T, datt)  # (M, C) x (C, C) -> (M, C), d(att)
             q, k, v = (self._heads(c["qkv"][:, i * C:(i + 1) * C], B, T) for i in range(3))
             dq, dk, dv = (self._heads(dqkv[:, i * C:(i + 1) * C], B, T) for i in range(3))
-            K.attention_backward(self._heads(datt, B, T), q, k, v, c["P"], ws["dP"], dq, dk, dv, scale)
+            K.attention_backward(self._heads(datt, B, T), q, k, v, c["P"], ws["dP"], dq, dk, dv, scale, ws["tT"])
             # qkv = n1 W_qkv + b_qkv
             np.matmul(ones_m, dqkv, out=G[h + "attn.b_qkv"])  # (3C,)
             later(K.matmul, c["n1"].T, dqkv, G[h + "attn.W_qkv"])  # (C, M) x (M, 3C) -> (C, 3C)

@@ -201,19 +201,24 @@ def causal_additive_mask(T: int, dtype) -> np.ndarray:
     return np.triu(np.full((T, T), -np.inf, dtype), k=1)  # (T, T)
 
 
-def attention_forward(q, k, v, P, out, mask_add, scale) -> None:
+def attention_forward(q, k, v, P, out, mask_add, scale, kT=None) -> None:
     """out = softmax(q k^T / sqrt(hs) + M) v over the batch axis in two halves (two threads).
 
     q, k, v: (B, H, T, hs) views; q is scaled by 1/sqrt(hs) in place (the backward uses the scaled q).
-    P: (B, H, T, T) receives the weights; out: (B, H, T, hs) view receives the heads.
+    P: (B, H, T, T) receives the weights; out: (B, H, T, hs) view receives the heads.  With ``kT``
+    (B, H, hs, T) scratch, k^T is copied there first: the product with a contiguous right-hand side
+    runs faster than with the transposed view of the heads, copy included (bench --profile).
     """
     T = P.shape[-1]
     ones_t = np.ones(T, P.dtype)
 
     def half(lo, hi):
-        qs, S = q[lo:hi], P[lo:hi]
+        qs, S, kt = q[lo:hi], P[lo:hi], k[lo:hi].swapaxes(-1, -2)  # kt: (b, H, hs, T) view
         qs *= scale  # (b, H, T, hs)
-        np.matmul(qs, k[lo:hi].swapaxes(-1, -2), out=S)  # (b, H, T, hs) x (b, H, hs, T) -> (b, H, T, T)
+        if kT is not None:
+            kt = kT[lo:hi]
+            np.copyto(kt, k[lo:hi].swapaxes(-1, -2))  # (b, H, hs, T), contiguous
+        np.matmul(qs, kt, out=S)  # (b, H, T, hs) x (b, H, hs, T) -> (b, H, T, T)
         if fused.ON:  # one loop per row; mask_add is the causal mask, which the loop applies
             fused.softmax_forward(S.reshape(-1, T, T), mask_add is not None)  # (b H, T, T), rows sum to 1
             np.matmul(S, v[lo:hi], out=out[lo:hi])
@@ -230,11 +235,12 @@ def attention_forward(q, k, v, P, out, mask_add, scale) -> None:
     run_halves(half, q.shape[0])
 
 
-def attention_backward(dout, q, k, v, P, dP, dq, dk, dv, scale) -> None:
+def attention_backward(dout, q, k, v, P, dP, dq, dk, dv, scale, vT=None) -> None:
     """dv = P^T dout;  dP = dout v^T;  dS = P * (dP - rowsum(dP * P));  dq = dS k / sqrt(hs);  dk = dS^T q / sqrt(hs).
 
     q is the scaled q of the forward, so dk = dS^T q needs no further scale.  P and dP (B, H, T, T)
     are overwritten; dq, dk, dv are (B, H, T, hs) views into the gradient of the q/k/v projection.
+    With ``vT`` (B, H, hs, T) scratch, v^T is copied there for dout v^T (as kT in attention_forward).
     """
     T = P.shape[-1]
     ones_t = np.ones(T, P.dtype)
@@ -242,7 +248,11 @@ def attention_backward(dout, q, k, v, P, dP, dq, dk, dv, scale) -> None:
     def half(lo, hi):
         p, d, g = P[lo:hi], dP[lo:hi], dout[lo:hi]
         np.matmul(p.swapaxes(-1, -2), g, out=dv[lo:hi])  # (b, H, T, T) x (b, H, T, hs) -> (b, H, T, hs)
-        np.matmul(g, v[lo:hi].swapaxes(-1, -2), out=d)  # (b, H, T, hs) x (b, H, hs, T) -> (b, H, T, T)
+        vt = v[lo:hi].swapaxes(-1, -2)  # (b, H, hs, T) view
+        if vT is not None:
+            vt = vT[lo:hi]
+            np.copyto(vt, v[lo:hi].swapaxes(-1, -2))  # contiguous
+        np.matmul(g, vt, out=d)  # (b, H, T, hs) x (b, H, hs, T) -> (b, H, T, T)
         if fused.ON:
             fused.softmax_backward(d.reshape(-1, T, T), p.reshape(-1, T, T))  # dS, one loop
         else:
