@@ -19,7 +19,7 @@ needs_loops = pytest.mark.skipif(not fused.ON, reason="no C compiler here: the f
 
 TOL = {np.float64: 1e-12, np.float32: 2e-5}
 LOOPS = ("gelu_forward", "gelu_backward", "layernorm_forward", "layernorm_backward", "softmax_forward",
-         "softmax_backward", "adamw", "lstm_derivatives")
+         "softmax_backward", "adamw", "lstm_derivatives", "add_bias", "combine")
 
 
 def _inputs(dtype, seed=0):
@@ -78,6 +78,18 @@ def run_kernel(name, dtype, on, causal=True):
             p, g, m, v = d["p"], d["g"], d["m"], d["v"]
             flat.adamw_rows(p, g, m, v, 30, 0, 50, (1e-2, 0.9, 0.99, 1e-8, 0.1, 0.7, 3))  # 30 decayed entries
             out = dict(p=p, m=m, v=v)
+        elif name == "bias":
+            y = d["qkv"]
+            K.add_bias(y, d["bias"][:8].repeat(3))  # (M, 3C) += (3C,)
+            out = dict(y=y)
+        elif name == "combine":  # a split step's gradients (minilm.fast.gpt) go through this loop or two passes
+            g, g2 = d["p"], d["g"]
+            if on:
+                fused.combine(g, g2, 0.25, 0.75)
+            else:
+                g *= dtype(0.25)
+                g += dtype(0.75) * g2
+            out = dict(g=g)
         else:
             raise ValueError(name)
     finally:
@@ -90,7 +102,8 @@ def run_kernel(name, dtype, on, causal=True):
 KERNELS = {"gelu": {"gelu_forward", "gelu_backward"},
            "layernorm": {"layernorm_forward", "layernorm_backward"},
            "layernorm_no_acc": {"layernorm_forward", "layernorm_backward"},
-           "attention": {"softmax_forward", "softmax_backward"}, "adamw": {"adamw"}}
+           "attention": {"softmax_forward", "softmax_backward"}, "adamw": {"adamw"}, "bias": {"add_bias"},
+           "combine": {"combine"}}
 
 
 def _error(a, b) -> float:

@@ -101,7 +101,7 @@ _SIGNATURES = {  # the C functions' arguments after the shapes: p an array, d a 
     "gelu_forward": "llpppp", "gelu_backward": "llppp", "layernorm_forward": "llppppppd",
     "layernorm_backward": "llpppppipp", "softmax_forward": "llpi", "softmax_backward": "llpp",
     "adamw": "lpppplddddddd", "lstm_step_forward": "llpppppp", "lstm_step_backward": "llppppppppp",
-    "lstm_derivatives": "llpppp"}
+    "lstm_derivatives": "llpppp", "add_bias": "llpp", "combine": "lppdd"}
 _CTYPES = {"l": _L, "i": _I, "d": _D, "p": _P}
 _fns = {}
 if _lib is not None:
@@ -155,6 +155,18 @@ def softmax_backward(d, p) -> None:
     """d (N, T, T): dP in, dS = P (dP - rowsum(dP P)) out; p (N, T, T) the weights."""
     fn, ptr = _call("softmax_backward", (d, p))
     fn(d.shape[0], d.shape[1], *ptr)
+
+
+def add_bias(y, b) -> None:
+    """y (M, N) += b (N,) on every row (kernels.add_bias)."""
+    fn, ptr = _call("add_bias", (y, b))
+    fn(y.shape[0], y.shape[1], *ptr)
+
+
+def combine(g, g2, w1: float, w2: float) -> None:
+    """g = w1 g + w2 g2, (n,) each: two halves' gradients weighted by their counted targets."""
+    fn, ptr = _call("combine", (g, g2))
+    fn(g.shape[0], *ptr, float(w1), float(w2))
 
 
 def lstm_derivatives(a, tc, dgate, o_dtc) -> None:

@@ -50,6 +50,7 @@ import weakref
 
 import numpy as np
 
+from minilm.fast import fused
 from minilm.fast import kernels as K
 from minilm.fast.blas import on_one_thread, one_thread
 from minilm.fast.flat import FlatModel, FlatParams
@@ -219,7 +220,9 @@ class FastTransformer(FlatModel):
         n1, n2 = int((targets[:h] != IGNORE_INDEX).sum()), int((targets[h:] != IGNORE_INDEX).sum())
         w1, w2 = n1 / (n1 + n2), n2 / (n1 + n2)
         g, f = self.flat.g, self.dtype.type
-        if n1 == n2:  # (g1 + g2) / 2: two passes, no temporary
+        if fused.ON:  # one pass (minilm/fast/loops.c)
+            fused.combine(g, split["g"], w1, w2)
+        elif n1 == n2:  # (g1 + g2) / 2: two passes, no temporary
             g += split["g"]
             g *= f(0.5)
         else:
@@ -296,11 +299,11 @@ class FastTransformer(FlatModel):
             else:  # n1 = LN1(x)
                 K.layernorm_forward(x, P[h + "ln1.gamma"], P[h + "ln1.beta"], c["n1"], c["xhat1"], c["rstd1"])
             mm(c["n1"], P[h + "attn.W_qkv"], c["qkv"])  # (M, C) x (C, 3C) -> (M, 3C)
-            c["qkv"] += P[h + "attn.b_qkv"]
+            K.add_bias(c["qkv"], P[h + "attn.b_qkv"])
             q, k, v = (self._heads(c["qkv"][:, i * C:(i + 1) * C], B, T) for i in range(3))  # (B, H, T, hs)
             K.attention_forward(q, k, v, c["P"], self._heads(c["att"], B, T), ws["mask"], scale, ws["tT"])
             mm(c["att"], P[h + "attn.W_o"], tmp)  # (M, C) x (C, C) -> (M, C)
-            tmp += P[h + "attn.b_o"]  # the attention sublayer's output
+            K.add_bias(tmp, P[h + "attn.b_o"])  # the attention sublayer's output
             if drop:
                 self._dropout(tmp, c["m1"], rng)
             if post:  # n2 = LN1(x + a)
@@ -312,7 +315,7 @@ class FastTransformer(FlatModel):
             mm(c["n2"], P[h + "ffn.W1"], c["f"])  # (M, C) x (C, F) -> (M, F)
             self._act_forward(c, P[h + "ffn.b1"])  # a = act(f + b1)
             mm(c["a"], P[h + "ffn.W2"], tmp)  # (M, F) x (F, C) -> (M, C)
-            tmp += P[h + "ffn.b2"]  # the feed-forward sublayer's output
+            K.add_bias(tmp, P[h + "ffn.b2"])  # the feed-forward sublayer's output
             if drop:
                 self._dropout(tmp, c["m2"], rng)
             if post:  # x = LN2(n2 + f)
@@ -329,7 +332,7 @@ class FastTransformer(FlatModel):
         logits = ws["logits"]
         mm(final, W_head, logits)  # (M, C) x (C, V) -> (M, V)
         if "lm_head.b" in P:
-            logits += P["lm_head.b"]  # (V,)
+            K.add_bias(logits, P["lm_head.b"])  # (V,)
         if not train:
             return logits.reshape(B, T, -1).copy()  # (B, T, V)
         loss = K.cross_entropy_inplace(logits, targets.reshape(-1), ws["ones_v"], IGNORE_INDEX)  # -> dlogits

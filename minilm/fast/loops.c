@@ -222,6 +222,22 @@ void lstm_derivatives_##S(long R, long Hd, const T *a, const T *tc, T *dgate, T 
     }                                                                                                             \
 }                                                                                                                 \
                                                                                                                   \
+/* A linear layer's bias (kernels.add_bias): y[m, :] += b for every row.  y (M, N); b (N,). */                   \
+void add_bias_##S(long M, long N, T *y, const T *b) {                                                             \
+    for (long m = 0; m < M; m++) {                                                                                \
+        T *yr = y + m * N;                                                                                        \
+        _Pragma("omp simd")                                                                                       \
+        for (long j = 0; j < N; j++) yr[j] += b[j];                                                               \
+    }                                                                                                             \
+}                                                                                                                 \
+                                                                                                                  \
+/* Two halves' gradients into one (minilm.fast.gpt, a batch split over two processes): g = w1 g + w2 g2.  (n,) */  \
+void combine_##S(long n, T *g, const T *g2, double w1, double w2) {                                               \
+    const T a = (T)w1, b = (T)w2;                                                                                 \
+    _Pragma("omp simd")                                                                                           \
+    for (long i = 0; i < n; i++) g[i] = a * g[i] + b * g2[i];                                                     \
+}                                                                                                                 \
+                                                                                                                  \
 /* flat.adamw_rows: m = beta1 m + a1 g; v = beta2 v + a2 g^2; p = d p - step m / (sqrt(v) + e2), d = decay        \
  * for the first n_decay entries (the matrices) and 1 after them.  p, g, m, v (n,). */                            \
 void adamw_##S(long n, T *p, const T *g, T *m, T *v, long n_decay, double a1, double beta1, double a2,           \
