@@ -10,8 +10,8 @@ same, only the way it is evaluated differs:
 * long elementwise chains run in cache-sized blocks on two threads
   (minilm.fast.threads);
 * constants are cast to the arrays' dtype, so float32 stays float32;
-* where a C compiler is found, the elementwise chains of GELU, LayerNorm and
-  the attention's softmax run as single compiled loops instead
+* where a C compiler is found, the elementwise chains of GELU, LayerNorm,
+  the attention's softmax and the bias adds run as single compiled loops instead
   (minilm/fast/loops.c, loaded by minilm.fast.fused, which says why and what
   stays NumPy's); the NumPy chains below stay the reference they are tested
   against, and run where there is no compiler or MINILM_FUSED=0.
@@ -216,7 +216,7 @@ def attention_forward(q, k, v, P, out, mask_add, scale, kT=None) -> None:
     q, k, v: (B, H, T, hs) views; q is scaled by 1/sqrt(hs) in place (the backward uses the scaled q).
     P: (B, H, T, T) receives the weights; out: (B, H, T, hs) view receives the heads.  With ``kT``
     (B, H, hs, T) scratch, k^T is copied there first: the product with a contiguous right-hand side
-    runs faster than with the transposed view of the heads, copy included (bench --profile).
+    runs faster than with the transposed view of the heads, copy included.
     """
     T = P.shape[-1]
     ones_t = np.ones(T, P.dtype)
