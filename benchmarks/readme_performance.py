@@ -125,6 +125,10 @@ def section(out: dict) -> str:
          "form": number(r"gate form '(\w+)'", p["text"]),
          "tanh_us": number(r"tanh form ([\d.]+) us", p["text"]),
          "exp_us": number(r"exp form ([\d.]+) us", p["text"])}
+    compiled = "elementwise: compiled loops" in p["text"]
+    form_line = (f"the steps make their gates by `{P['form']}`, the form of the compiled step of loops.c, which "
+                 "replaces those NumPy calls (minilm.fast.lstm.gate_form)." if compiled else
+                 f"so the steps make their gates by `{P['form']}` here (minilm.fast.lstm.gate_form).")
     blas_line = (f"On the products alone NumPy's BLAS (floor) takes {B['blas']}x PyTorch's time (tfloor): the "
                  f"products cost both sides about the same, and what stands between the fast step and 0.8x PyTorch "
                  f"is its work above them (a step at 0.8x PyTorch would be {B['goal_floor']}x its own floor)."
@@ -280,13 +284,12 @@ of one fast step in CPU time on one thread, against the same products alone:
 On one thread the Transformer step is {P['step_floor']}x its products: above them,
 attention's softmax (the parts of `attention_*` that are not products), GELU
 forward and backward, LayerNorm and AdamW (one pass over memory each in the
-compiled loops), and the bias adds, residual adds, lookups and views of
-"rest", which stay NumPy's.  In the LSTM call the two loops over t cost {P['fwd_us']} and
+compiled loops), and "rest": the bias adds (compiled loops too), residual
+adds, lookups and views.  In the LSTM call the two loops over t cost {P['fwd_us']} and
 {P['bwd_us']} us per time step; a fresh set of arrays for every call costs
 {P['faults_fresh']} minor page faults per call, the kept Workspace {P['faults_kept']}; OpenBLAS's
 transpose copies a (256, 1024) W {P['transpose']}x faster than NumPy.  One step's gate calls over a
-(32, 512) block took {P['tanh_us']} us in the tanh form and {P['exp_us']} us in the exp form, so the steps
-make their gates by `{P['form']}` here (minilm.fast.lstm.gate_form).
+(32, 512) block took {P['tanh_us']} us in the tanh form and {P['exp_us']} us in the exp form; {form_line}
 
 **The busy neighbour.** `python benchmarks/busy_neighbour.py` runs the
 README's main command four times: on the quiet machine, then with one
