@@ -244,3 +244,25 @@ def test_a_broken_lstm_step_loop_is_caught(loop, monkeypatch):
     worst = max([float(np.abs(hs - hs0).max())] + [float(np.abs(g - g0).max()) for g, g0 in zip(grads, grads0,
                                                                                              strict=True)])
     assert worst > 1e-4
+
+
+@needs_loops
+def test_the_loops_compile_once_into_the_cache_folder(tmp_path):
+    """A new cache folder: the first process compiles loops.c there (and removes another source's loops),
+    the next one loads what the first compiled."""
+    import os
+    import subprocess
+    import sys
+
+    folder = tmp_path / "minilm"
+    folder.mkdir()
+    (folder / "loops-0000000000000000.so").write_bytes(b"an older source's loops")
+    code = (f"import os; from minilm.fast import fused; f = {str(folder)!r}; names = sorted(os.listdir(f)); "
+            "print(fused.ON, names, [os.stat(os.path.join(f, n)).st_mtime_ns for n in names])")
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path), "MINILM_FUSED": "1"}
+    runs = [subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True,
+                           cwd=tmp_path).stdout.strip() for _ in range(2)]
+    assert runs[0] == runs[1], runs  # the same file, not compiled again
+    on, names = runs[0].split(" ", 1)
+    assert on == "True"
+    assert names.count("loops-") == 1 and "0000000000000000" not in names

@@ -73,9 +73,21 @@ def _compile(cc: str, folder: str) -> str | None:
         done = subprocess.run([cc, *FLAGS, *defines, "-o", tmp, SOURCE, *libs], capture_output=True, timeout=300)
         if done.returncode == 0:
             os.replace(tmp, path)  # whole or not at all: another process may be compiling the same
+            _forget_others(folder, path)
             return path
         os.unlink(tmp)
     return None
+
+
+def _forget_others(folder: str, keep: str) -> None:
+    """Remove the loops of other sources or machines from ``folder`` (a process that has one loaded keeps it)."""
+    for name in os.listdir(folder):
+        other = os.path.join(folder, name)
+        if name.startswith("loops-") and name.endswith(".so") and other != keep:
+            try:
+                os.unlink(other)
+            except OSError:
+                pass
 
 
 def _load():
