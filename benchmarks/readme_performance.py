@@ -161,13 +161,14 @@ differently:
   q, k, v, and the heads are strided views of it (no copies, no einsum);
 * every NumPy call is a pass over memory, and GELU's forward alone is nine
   of them.  So the elementwise chains (GELU, LayerNorm and the attention's
-  softmax, each forward and backward; AdamW; each LSTM step after its
-  recurrent product, and the LSTM's gate derivatives) are also written as
+  softmax, each forward and backward; AdamW; the bias adds and the sum of
+  two halves' gradients; each LSTM step after its recurrent product, and
+  the LSTM's gate derivatives) are also written as
   single loops in C, `minilm/fast/loops.c`, one function per chain, named
   after the kernel it mirrors and beside the same formula.  The first use
   compiles that file with the machine's C compiler (`cc`, or `$CC`; `-O3
-  -march=native`, IEEE arithmetic, glibc's vector exp and tanh where they
-  link) into `~/.cache/minilm/`, once per source and machine; ctypes calls
+  -march=native`, IEEE arithmetic but for fused multiply-adds, glibc's
+  vector exp and tanh where they link) into `~/.cache/minilm/`, once per source and machine; ctypes calls
   it, and gives up the interpreter lock meanwhile (`minilm/fast/fused.py`).
   Without a compiler, or with `MINILM_FUSED=0`, the kernels run their NumPy
   chains, which `tests/test_fast_fused.py` checks each loop against (float32

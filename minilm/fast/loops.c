@@ -9,7 +9,8 @@
  * attention matrices of T x T.
  *
  * Compiled once per machine by minilm.fast.fused with -O3 -march=native -fopenmp-simd -fno-math-errno
- * and no fast-math flags: IEEE arithmetic, so inf and NaN behave as in NumPy.  The "omp simd" pragmas let
+ * and no fast-math flags: IEEE arithmetic (but for fused multiply-adds, which the compiler may form), so
+ * inf and NaN behave as in NumPy and results differ from NumPy's only in rounding.  The "omp simd" pragmas let
  * the compiler vectorise the loops (the reductions in any order, as NumPy's own sums do); with
  * MINILM_MVEC, exp and tanh are glibc's vector versions (libmvec), so a loop with exp vectorises too.
  */
