@@ -266,3 +266,16 @@ def test_the_loops_compile_once_into_the_cache_folder(tmp_path):
     on, names = runs[0].split(" ", 1)
     assert on == "True"
     assert names.count("loops-") == 1 and "0000000000000000" not in names
+
+
+@needs_loops
+def test_a_loop_refuses_arrays_of_the_wrong_shape_or_layout():
+    """The loops index raw memory: a bias one short, a strided view or a mixed dtype is refused, not read past."""
+    f, s, g = (np.zeros((4, 6), np.float32) for _ in range(3))
+    fused.gelu_forward(f, np.zeros(6, np.float32), s, g)
+    strided = np.zeros((4, 12), np.float32)[:, ::2]  # (4, 6), not contiguous
+    for bias, out in ((np.zeros(5, np.float32), s), (np.zeros(6, np.float64), s), (np.zeros(6, np.float32), strided)):
+        with pytest.raises(ValueError, match="fused.gelu_forward"):
+            fused.gelu_forward(f, bias, out, g)
+    with pytest.raises(ValueError, match="fused.softmax_forward"):
+        fused.softmax_forward(np.zeros((2, 3, 4), np.float32), True)

@@ -109,7 +109,7 @@ _lib = _load()
 ON = _lib is not None  # the kernels call these loops (tests switch it off to check the NumPy chains)
 
 _L, _I, _D, _P = ctypes.c_long, ctypes.c_int, ctypes.c_double, ctypes.c_void_p
-_SIGNATURES = {  # the C functions' arguments after the shapes: p an array, d a double, i an int, l a long
+_SIGNATURES = {  # each C function's arguments in order: l a long (a shape), p an array, i an int, d a double
     "gelu_forward": "llpppp", "gelu_backward": "llppp", "layernorm_forward": "llppppppd",
     "layernorm_backward": "llpppppipp", "softmax_forward": "llpi", "softmax_backward": "llpp",
     "adamw": "lpppplddddddd", "lstm_step_forward": "llpppppp", "lstm_step_backward": "llppppppppp",
@@ -124,67 +124,73 @@ if _lib is not None:
             _fns[_name, np.dtype(_dt)] = _fn
 
 
-def _call(name: str, arrays, *rest):
-    """loops.c's ``name`` for the arrays' dtype, with their data pointers then ``rest``; checks the layout."""
+def _call(name: str, arrays, shapes):
+    """loops.c's ``name`` for the arrays' dtype and their data pointers, after checking each array's layout
+    and that its shape is the one in ``shapes`` (a C loop past an array's end would read other memory)."""
     dt = arrays[0].dtype
-    for a in arrays:
-        if a.dtype != dt or not a.flags.c_contiguous:
-            raise ValueError(f"fused.{name}: every array must be C-contiguous {dt}, got {a.dtype} {a.strides}")
+    for a, shape in zip(arrays, shapes, strict=True):
+        if a.dtype != dt or not a.flags.c_contiguous or a.shape != shape:
+            raise ValueError(f"fused.{name}: expected C-contiguous {dt} arrays of shapes {shapes}, "
+                             f"got {[(x.dtype.name, x.shape, x.flags.c_contiguous) for x in arrays]}")
     return _fns[name, dt], [a.ctypes.data for a in arrays]
 
 
 def gelu_forward(f, bias, s, g) -> None:
     """f += bias; s = sigmoid(2u); g = f s   (kernels.gelu_bias_forward).  f, s, g (M, F); bias (F,)."""
-    fn, ptr = _call("gelu_forward", (f, bias, s, g))
+    fn, ptr = _call("gelu_forward", (f, bias, s, g), (f.shape, f.shape[1:], f.shape, f.shape))
     fn(f.shape[0], f.shape[1], *ptr)
 
 
 def gelu_backward(dy, f, s) -> None:
     """dy *= GELU'(f)   (kernels.gelu_backward_inplace).  (M, F) each."""
-    fn, ptr = _call("gelu_backward", (dy, f, s))
+    fn, ptr = _call("gelu_backward", (dy, f, s), (f.shape,) * 3)
     fn(f.shape[0], f.shape[1], *ptr)
 
 
 def layernorm_forward(x, gamma, beta, out, xhat, rstd, eps: float) -> None:
     """kernels.layernorm_forward.  x, out, xhat (M, C); gamma, beta (C,); rstd (M,)."""
-    fn, ptr = _call("layernorm_forward", (x, gamma, beta, out, xhat, rstd))
-    fn(x.shape[0], x.shape[1], *ptr, eps)
+    M, C = x.shape
+    fn, ptr = _call("layernorm_forward", (x, gamma, beta, out, xhat, rstd), ((M, C), (C,), (C,), (M, C), (M, C), (M,)))
+    fn(M, C, *ptr, eps)
 
 
 def layernorm_backward(dy, xhat, rstd, gamma, dx, add: bool, dgamma, dbeta) -> None:
     """kernels.layernorm_backward: dx (M, C), which may be dy, receives (add: += ) the input's gradient."""
-    fn, ptr = _call("layernorm_backward", (dy, xhat, rstd, gamma, dx, dgamma, dbeta))
-    fn(dy.shape[0], dy.shape[1], *ptr[:5], int(add), *ptr[5:])
+    M, C = dy.shape
+    fn, ptr = _call("layernorm_backward", (dy, xhat, rstd, gamma, dx, dgamma, dbeta),
+                    ((M, C), (M, C), (M,), (C,), (M, C), (C,), (C,)))
+    fn(M, C, *ptr[:5], int(add), *ptr[5:])
 
 
 def softmax_forward(S, causal: bool) -> None:
     """S (N, T, T): scores in, the attention weights out (0 at future keys with ``causal``)."""
-    fn, ptr = _call("softmax_forward", (S,))
+    fn, ptr = _call("softmax_forward", (S,), ((len(S), S.shape[-1], S.shape[-1]),))
     fn(S.shape[0], S.shape[1], *ptr, int(causal))
 
 
 def softmax_backward(d, p) -> None:
     """d (N, T, T): dP in, dS = P (dP - rowsum(dP P)) out; p (N, T, T) the weights."""
-    fn, ptr = _call("softmax_backward", (d, p))
+    fn, ptr = _call("softmax_backward", (d, p), ((len(d), d.shape[-1], d.shape[-1]),) * 2)
     fn(d.shape[0], d.shape[1], *ptr)
 
 
 def add_bias(y, b) -> None:
     """y (M, N) += b (N,) on every row (kernels.add_bias)."""
-    fn, ptr = _call("add_bias", (y, b))
+    fn, ptr = _call("add_bias", (y, b), (y.shape, y.shape[1:]) if y.ndim == 2 else ((0, 0), (0,)))
     fn(y.shape[0], y.shape[1], *ptr)
 
 
 def combine(g, g2, w1: float, w2: float) -> None:
     """g = w1 g + w2 g2, (n,) each: two halves' gradients weighted by their counted targets."""
-    fn, ptr = _call("combine", (g, g2))
+    fn, ptr = _call("combine", (g, g2), ((len(g),),) * 2)
     fn(g.shape[0], *ptr, float(w1), float(w2))
 
 
 def lstm_derivatives(a, tc, dgate, o_dtc) -> None:
     """minilm.fast.lstm._derivatives over (R, 4Hd) gates a and (R, Hd) tanh(c_t): dgate, o_dtc."""
-    fn, ptr = _call("lstm_derivatives", (a, tc, dgate, o_dtc))
-    fn(tc.shape[0], tc.shape[1], *ptr)
+    R, Hd = tc.shape
+    fn, ptr = _call("lstm_derivatives", (a, tc, dgate, o_dtc), ((R, 4 * Hd), (R, Hd), (R, 4 * Hd), (R, Hd)))
+    fn(R, Hd, *ptr)
 
 
 def step_function(name: str, dtype):
@@ -203,5 +209,5 @@ def pointers(*arrays) -> tuple[int, ...]:
 
 def adamw(p, g, m, v, n_decay: int, a1, beta1, a2, beta2, step, e2, decay) -> None:
     """flat.adamw_rows on p, g, m, v (n,), the first n_decay entries decayed."""
-    fn, ptr = _call("adamw", (p, g, m, v))
+    fn, ptr = _call("adamw", (p, g, m, v), ((len(p),),) * 4)
     fn(p.shape[0], *ptr, n_decay, *(float(k) for k in (a1, beta1, a2, beta2, step, e2, decay)))

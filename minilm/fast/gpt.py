@@ -384,7 +384,9 @@ class FastTransformer(FlatModel):
             # f = Drop(a W2 + b2):  dW2 = a^T df,  db2 = sum df,  da = df W2^T
             df = np.multiply(dx, c["m2"], out=dd) if drop else dx
             np.matmul(ones_m, df, out=G[h + "ffn.b2"])  # (C,)
-            gdf = np.copyto(c["gdf"], df) or c["gdf"] if behind else df  # the worker's copy: the chain changes dx
+            gdf = c["gdf"] if behind else df  # behind: the worker's copy, as the chain changes dx below
+            if behind:
+                np.copyto(gdf, df)
             later(K.matmul, c["a"].T, gdf, G[h + "ffn.W2"])  # (F, M) x (M, C) -> (F, C)
             mm(df, P[h + "ffn.W2"].T, dF)  # (M, C) x (C, F) -> (M, F)
             self._act_backward(c, dF)  # df = act'(f) da
@@ -403,7 +405,9 @@ class FastTransformer(FlatModel):
             # a = Drop(att W_o + b_o)
             da = np.multiply(dres, c["m1"], out=dd) if drop else dres
             np.matmul(ones_m, da, out=G[h + "attn.b_o"])  # (C,)
-            gda = np.copyto(c["gda"], da) or c["gda"] if behind else da  # the worker's copy
+            gda = c["gda"] if behind else da  # behind: the worker's copy
+            if behind:
+                np.copyto(gda, da)
             later(K.matmul, c["att"].T, gda, G[h + "attn.W_o"])  # (C, M) x (M, C) -> (C, C)
             datt = tmp if post else dn  # post: dn holds the stream's gradient, still needed below
             mm(da, P[h + "attn.W_o"].T, datt)  # (M, C) x (C, C) -> (M, C), d(att)
