@@ -176,7 +176,9 @@ def softmax_backward(d, p) -> None:
 
 def add_bias(y, b) -> None:
     """y (M, N) += b (N,) on every row (kernels.add_bias)."""
-    fn, ptr = _call("add_bias", (y, b), (y.shape, y.shape[1:]) if y.ndim == 2 else ((0, 0), (0,)))
+    if y.ndim != 2:
+        raise ValueError(f"fused.add_bias: y must be 2-D (M, N), got shape {y.shape}")
+    fn, ptr = _call("add_bias", (y, b), (y.shape, y.shape[1:]))
     fn(y.shape[0], y.shape[1], *ptr)
 
 

@@ -31,11 +31,11 @@ extern double tanh(double);
 #define GELU_C 0.7978845608028654 /* sqrt(2 / pi) */
 #define GELU_K 0.044715
 
-#define LOOPS(T, S, EXP, SQRT, TANH)                                                                                          \
+#define LOOPS(T, S, EXP, SQRT, TANH)                                                                              \
                                                                                                                   \
-/* GELU, tanh form (kernels.gelu_bias_forward): f += bias; s = sigmoid(2u) = 1 / (1 + exp(-2u)),                  \
- * u = sqrt(2/pi) (f + 0.044715 f^3), with -2u clamped at 80 as minilm.activations clamps u at -40;               \
- * g = f s.  f, s, g: (M, F); bias (F,). */                                                                       \
+/* GELU, tanh form (kernels.gelu_bias_forward; the feed-forward of §5.1's block, as in GPT-2):                    \
+ * f += bias; s = sigmoid(2u) = 1 / (1 + exp(-2u)), u = sqrt(2/pi) (f + 0.044715 f^3), with -2u clamped           \
+ * at 80 as minilm.activations clamps u at -40; g = f s.  f, s, g: (M, F); bias (F,). */                          \
 void gelu_forward_##S(long M, long F, T *f, const T *bias, T *s, T *g) {                                          \
     const T c = (T)(-2 * GELU_C), ck = (T)(-2 * GELU_C * GELU_K), one = 1, top = 80;                              \
     for (long m = 0; m < M; m++) {                                                                                \
@@ -64,8 +64,9 @@ void gelu_backward_##S(long M, long F, T *dy, const T *f, const T *s) {         
     }                                                                                                             \
 }                                                                                                                 \
                                                                                                                   \
-/* kernels.layernorm_forward, per row: mu = mean(x); var = mean((x - mu)^2); rstd = 1 / sqrt(var + eps);          \
- * xhat = (x - mu) rstd; out = gamma xhat + beta.  x, out, xhat (M, C); rstd (M,). */                             \
+/* LayerNorm (kernels.layernorm_forward, §5.1), per row: mu = mean(x); var = mean((x - mu)^2);                    \
+ * rstd = 1 / sqrt(var + eps); xhat = (x - mu) rstd; out = gamma xhat + beta.                                     \
+ * x, out, xhat (M, C); rstd (M,). */                                                                             \
 void layernorm_forward_##S(long M, long C, const T *x, const T *gamma, const T *beta, T *out, T *xhat,            \
                            T *rstd, double eps) {                                                                 \
     for (long m = 0; m < M; m++) {                                                                                \
@@ -119,8 +120,9 @@ void layernorm_backward_##S(long M, long C, T *dy, const T *xhat, const T *rstd,
     }                                                                                                             \
 }                                                                                                                 \
                                                                                                                   \
-/* kernels.attention_forward's softmax, per row t of each matrix of S (N, T, T) (the scores on entry):            \
- * the keys s <= t with causal, all keys without; P = exp(S - max) / sum over them; 0 at the others. */           \
+/* Attention's softmax (kernels.attention_forward, §4.1), per row t of each matrix of S (N, T, T), the            \
+ * scores on entry: P = exp(S - max) / sum over the keys s <= t with causal (all keys without), 0 at              \
+ * the others. */                                                                                                 \
 void softmax_forward_##S(long N, long T_, T *S, int causal) {                                                     \
     for (long n = 0; n < N; n++)                                                                                  \
         for (long t = 0; t < T_; t++) {                                                                           \
@@ -156,11 +158,11 @@ void softmax_backward_##S(long N, long T_, T *d, const T *p) {                  
     }                                                                                                             \
 }                                                                                                                 \
                                                                                                                   \
-/* One LSTM step after its recurrent product (minilm.fast.lstm._steps_forward, gate form "tanh"): the gates       \
- * in step order i, f, o, g, with a' = a / 2 for i, f, o (the weights' copies are scaled so), a for g:          \
- * s (B, 4Hd) holds h_{t-1} W_h' on entry and the gates on return, s += z (x_t W_x' + b');                        \
- * i, f, o = (1 + tanh(a')) / 2 = sigmoid(a);  g = tanh(a_g);  c = f c_prev + i g;  tc = tanh(c);  h = o tc.     \
- * z (B, 4Hd); c_prev, c, tc, h (B, Hd). */                                                                       \
+/* One LSTM step (§5.2) after its recurrent product (minilm.fast.lstm._steps_forward, gate form "tanh"):          \
+ * the gates in step order i, f, o, g, with a' = a / 2 for i, f, o (the weights' copies are scaled so),           \
+ * a for g: s (B, 4Hd) holds h_{t-1} W_h' on entry and the gates on return, s += z (x_t W_x' + b');               \
+ * i, f, o = (1 + tanh(a')) / 2 = sigmoid(a);  g = tanh(a_g);  c = f c_prev + i g;  tc = tanh(c);                 \
+ * h = o tc.  z (B, 4Hd); c_prev, c, tc, h (B, Hd). */                                                            \
 void lstm_step_forward_##S(long B, long Hd, T *s, const T *z, const T *c_prev, T *c, T *tc, T *h) {               \
     const T half = (T)0.5;                                                                                        \
     for (long n = 0; n < B; n++) {                                                                                \
