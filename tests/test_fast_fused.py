@@ -278,4 +278,61 @@ def test_a_loop_refuses_arrays_of_the_wrong_shape_or_layout():
         with pytest.raises(ValueError, match="fused.gelu_forward"):
             fused.gelu_forward(f, bias, out, g)
     with pytest.raises(ValueError, match="fused.softmax_forward"):
-        fused.softmax_forward(np.zeros((2, 3, 4), np.float32), True)
+        fused.softmax_forward(np.zeros((2, 3, 4), np.float32), True, 1.0)
+
+
+def _softmax_reference(S, causal, scale):
+    """softmax(scale S + mask) per row in float64, 0 at the masked keys."""
+    x = S.astype(np.float64) * scale
+    if causal:
+        T = S.shape[-1]
+        x = np.where(np.tril(np.ones((T, T), bool)), x, -np.inf)
+    x = x - x.max(axis=-1, keepdims=True)
+    e = np.exp(x)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+@needs_loops
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("T", [1, 9, 16, 17, 40, 64])
+@pytest.mark.parametrize("causal", [True, False])
+def test_the_softmax_loop_at_every_row_length(T, causal, dtype):
+    """The loop goes by blocks of 16 keys, a causal row to its length rounded up: rows shorter than, equal to
+    and longer than a block, T not a multiple of 16, and scores far apart (exp of -80 and below)."""
+    r = np.random.default_rng(T)
+    S = (r.standard_normal((3, T, T)) * 40).astype(dtype)  # scale 0.5: differences of 100 and more in a row
+    want = _softmax_reference(S, causal, 0.5)
+    got = S.copy()
+    fused.softmax_forward(got, causal, 0.5)
+    # float32: the scores scale c S rounds to float, which moves e^(c S) by up to |c S| 2^-24 relative
+    assert float(np.abs(got - want).max()) <= (1e-14 if dtype == np.float64 else 2e-6)
+    if causal:
+        assert (got[:, np.triu_indices(T, 1)[0], np.triu_indices(T, 1)[1]] == 0).all()  # future keys: exactly 0
+    np.testing.assert_allclose(got.sum(-1), 1, rtol=1e-6 if dtype == np.float32 else 1e-14)
+
+
+@needs_loops
+def test_the_softmax_loop_keeps_inf_and_nan_as_numpy_does():
+    """A score of nan gives its row nan, as NumPy's chain does; -inf scores are keys with weight 0."""
+    S = np.zeros((1, 4, 4), np.float32)
+    S[0, 3, 1] = -np.inf
+    S[0, 2, 0] = np.nan
+    fused.softmax_forward(S, False, 1.0)
+    assert np.isnan(S[0, 2]).all()
+    np.testing.assert_allclose(S[0, 3], [1 / 3, 0, 1 / 3, 1 / 3], rtol=1e-6)
+    np.testing.assert_allclose(S[0, :2], 0.25, rtol=1e-6)
+
+
+@needs_loops
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_transpose_heads_matches_numpys_copy(dtype):
+    B, T, H, hs = 3, 7, 2, 5
+    qkv = np.random.default_rng(0).standard_normal((B * T, 3 * H * hs)).astype(dtype)
+    k = qkv[:, H * hs:2 * H * hs].reshape(B, T, H, hs).transpose(0, 2, 1, 3)  # gpt's view of k
+    out = np.empty((B, H, hs, T), dtype)
+    fused.transpose_heads(k, out)
+    assert (out == k.swapaxes(-1, -2)).all()
+    with pytest.raises(ValueError, match="fused.transpose_heads"):
+        fused.transpose_heads(k[:, :, ::2], np.empty((B, H, hs, (T + 1) // 2), dtype))  # every other row: refused
+    with pytest.raises(ValueError, match="fused.transpose_heads"):
+        fused.transpose_heads(k, np.empty((B, H, T, hs), dtype))  # not the transposed shape

@@ -130,7 +130,7 @@ def test_broken_fast_backward_is_caught(kind, kernel, monkeypatch):
             orig(dy, np.zeros_like(xhat), rstd, gamma, dx_acc, dgamma, dbeta, tmp, ones_m)
 
         monkeypatch.setattr(K, "layernorm_backward", no_xhat_term)
-    else:  # forget the 1/sqrt(hs) of dq
+    else:  # forget the backward's 1/sqrt(hs) (of dq; with the compiled softmax, of dq and dk)
         orig = K.attention_backward
         monkeypatch.setattr(K, "attention_backward",
                             lambda dout, q, k, v, P, dP, dq, dk, dv, scale, vT=None:

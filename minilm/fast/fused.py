@@ -31,6 +31,7 @@ import platform
 import shutil
 import subprocess
 import tempfile
+import weakref
 
 import numpy as np
 
@@ -111,9 +112,9 @@ ON = _lib is not None  # the kernels call these loops (tests switch it off to ch
 _L, _I, _D, _P = ctypes.c_long, ctypes.c_int, ctypes.c_double, ctypes.c_void_p
 _SIGNATURES = {  # each C function's arguments in order: l a long (a shape), p an array, i an int, d a double
     "gelu_forward": "llpppp", "gelu_backward": "llppp", "layernorm_forward": "llppppppd",
-    "layernorm_backward": "llpppppipp", "softmax_forward": "llpi", "softmax_backward": "llpp",
+    "layernorm_backward": "llpppppipp", "softmax_forward": "llpid", "softmax_backward": "llppd",
     "adamw": "lpppplddddddd", "lstm_step_forward": "llpppppp", "lstm_step_backward": "llppppppppp",
-    "lstm_derivatives": "llpppp", "add_bias": "llpp", "combine": "lppdd"}
+    "lstm_derivatives": "llpppp", "add_bias": "llpp", "combine": "lppdd", "transpose_heads": "lllllpp"}
 _CTYPES = {"l": _L, "i": _I, "d": _D, "p": _P}
 _fns = {}
 if _lib is not None:
@@ -132,7 +133,23 @@ def _call(name: str, arrays, shapes):
         if a.dtype != dt or not a.flags.c_contiguous or a.shape != shape:
             raise ValueError(f"fused.{name}: expected C-contiguous {dt} arrays of shapes {shapes}, "
                              f"got {[(x.dtype.name, x.shape, x.flags.c_contiguous) for x in arrays]}")
-    return _fns[name, dt], [a.ctypes.data for a in arrays]
+    return _fns[name, dt], [_pointer(a) for a in arrays]
+
+
+_pointers = {}  # id(array) -> (weak reference to it, its data pointer): a.ctypes.data takes a microsecond
+
+
+def _pointer(a) -> int:
+    """a's data pointer, remembered for the arrays a step passes again and again (its buffers and views); the
+    weak reference tells a live array from a new one that has the id of a collected one."""
+    known = _pointers.get(id(a))
+    if known is not None and known[0]() is a:
+        return known[1]
+    if len(_pointers) > 4096:  # the ids of collected views: forget them all now and then
+        _pointers.clear()
+    p = a.ctypes.data
+    _pointers[id(a)] = (weakref.ref(a), p)
+    return p
 
 
 def gelu_forward(f, bias, s, g) -> None:
@@ -162,16 +179,29 @@ def layernorm_backward(dy, xhat, rstd, gamma, dx, add: bool, dgamma, dbeta) -> N
     fn(M, C, *ptr[:5], int(add), *ptr[5:])
 
 
-def softmax_forward(S, causal: bool) -> None:
-    """S (N, T, T): scores in, the attention weights out (0 at future keys with ``causal``)."""
+def softmax_forward(S, causal: bool, scale: float) -> None:
+    """S (N, T, T): q k^T in, the attention weights softmax(scale q k^T) out (0 at future keys with ``causal``)."""
     fn, ptr = _call("softmax_forward", (S,), ((len(S), S.shape[-1], S.shape[-1]),))
-    fn(S.shape[0], S.shape[1], *ptr, int(causal))
+    fn(S.shape[0], S.shape[1], *ptr, int(causal), float(scale))
 
 
-def softmax_backward(d, p) -> None:
-    """d (N, T, T): dP in, dS = P (dP - rowsum(dP P)) out; p (N, T, T) the weights."""
+def softmax_backward(d, p, scale: float) -> None:
+    """d (N, T, T): dP in, dS = scale P (dP - rowsum(dP P)) out (the gradient of q k^T); p (N, T, T) the weights."""
     fn, ptr = _call("softmax_backward", (d, p), ((len(d), d.shape[-1], d.shape[-1]),) * 2)
-    fn(d.shape[0], d.shape[1], *ptr)
+    fn(d.shape[0], d.shape[1], *ptr, float(scale))
+
+
+def transpose_heads(src, dst) -> None:
+    """dst (B, H, hs, T) = src (B, H, T, hs) with its last two axes swapped; src the heads of a (B T, rs) matrix
+    (gpt's view of q, k or v in the (M, 3C) projection: strides (T rs, hs, rs, 1) entries), dst contiguous."""
+    B, H, T, hs = src.shape
+    it = src.itemsize
+    rs = src.strides[2] // it
+    if (src.ndim != 4 or src.dtype != dst.dtype or src.strides != (T * rs * it, hs * it, rs * it, it)
+            or rs < H * hs or dst.shape != (B, H, hs, T) or not dst.flags.c_contiguous):
+        raise ValueError(f"fused.transpose_heads: expected heads (B, H, T, hs) of a (B T, rs) matrix and a contiguous "
+                         f"(B, H, hs, T) array of one dtype, got {src.shape} strides {src.strides} and {dst.shape}")
+    _fns["transpose_heads", dst.dtype](B, H, T, hs, rs, _pointer(src), _pointer(dst))
 
 
 def add_bias(y, b) -> None:

@@ -210,28 +210,39 @@ def causal_additive_mask(T: int, dtype) -> np.ndarray:
     return np.triu(np.full((T, T), -np.inf, dtype), k=1)  # (T, T)
 
 
+def _transpose(heads, out) -> None:
+    """out (b, H, hs, T) = heads (b, H, T, hs) transposed: one compiled loop (minilm.fast.fused) for gpt's views of
+    the projection, else NumPy's copy."""
+    if fused.ON and heads.strides[-1] == heads.itemsize:
+        fused.transpose_heads(heads, out)
+    else:
+        np.copyto(out, heads.swapaxes(-1, -2))
+
+
 def attention_forward(q, k, v, P, out, mask_add, scale, kT=None) -> None:
     """out = softmax(q k^T / sqrt(hs) + M) v over the batch axis in two halves (two threads).
 
-    q, k, v: (B, H, T, hs) views; q is scaled by 1/sqrt(hs) in place (the backward uses the scaled q).
-    P: (B, H, T, T) receives the weights; out: (B, H, T, hs) view receives the heads.  With ``kT``
-    (B, H, hs, T) scratch, k^T is copied there first: the product with a contiguous right-hand side
-    runs faster than with the transposed view of the heads, copy included.
+    q, k, v: (B, H, T, hs) views.  P: (B, H, T, T) receives the weights; out: (B, H, T, hs) view
+    receives the heads.  The NumPy chain scales q by 1/sqrt(hs) in place (its backward uses the scaled
+    q); the compiled softmax (minilm.fast.fused) scales the scores instead and leaves q as it is.  With
+    ``kT`` (B, H, hs, T) scratch, k^T is copied there first: the product with a contiguous right-hand
+    side runs faster than with the transposed view of the heads, copy included.
     """
     T = P.shape[-1]
-    ones_t = np.ones(T, P.dtype)
 
     def half(lo, hi):
         qs, S, kt = q[lo:hi], P[lo:hi], k[lo:hi].swapaxes(-1, -2)  # kt: (b, H, hs, T) view
-        qs *= scale  # (b, H, T, hs)
         if kT is not None:
             kt = kT[lo:hi]
-            np.copyto(kt, k[lo:hi].swapaxes(-1, -2))  # (b, H, hs, T), contiguous
-        np.matmul(qs, kt, out=S)  # (b, H, T, hs) x (b, H, hs, T) -> (b, H, T, T)
-        if fused.ON:  # one loop per row; mask_add is the causal mask, which the loop applies
-            fused.softmax_forward(S.reshape(-1, T, T), mask_add is not None)  # (b H, T, T), rows sum to 1
+            _transpose(k[lo:hi], kt)  # (b, H, hs, T), contiguous
+        if fused.ON:  # one loop per row: the scale, the causal mask (mask_add) and the softmax
+            np.matmul(qs, kt, out=S)  # (b, H, T, hs) x (b, H, hs, T) -> (b, H, T, T), q k^T
+            fused.softmax_forward(S.reshape(-1, T, T), mask_add is not None, scale)  # (b H, T, T), rows sum to 1
             np.matmul(S, v[lo:hi], out=out[lo:hi])
             return
+        qs *= scale  # (b, H, T, hs)
+        np.matmul(qs, kt, out=S)  # (b, H, T, hs) x (b, H, hs, T) -> (b, H, T, T)
+        ones_t = np.ones(T, P.dtype)
         if mask_add is not None:  # None: no causal mask (the masked LM sees both sides)
             S += mask_add  # (b, H, T, T), -inf at future keys
         S -= S.max(axis=-1, keepdims=True)  # every exponent <= 0
@@ -247,12 +258,13 @@ def attention_forward(q, k, v, P, out, mask_add, scale, kT=None) -> None:
 def attention_backward(dout, q, k, v, P, dP, dq, dk, dv, scale, vT=None) -> None:
     """dv = P^T dout;  dP = dout v^T;  dS = P * (dP - rowsum(dP * P));  dq = dS k / sqrt(hs);  dk = dS^T q / sqrt(hs).
 
-    q is the scaled q of the forward, so dk = dS^T q needs no further scale.  P and dP (B, H, T, T)
-    are overwritten; dq, dk, dv are (B, H, T, hs) views into the gradient of the q/k/v projection.
-    With ``vT`` (B, H, hs, T) scratch, v^T is copied there for dout v^T (as kT in attention_forward).
+    q is what attention_forward left: in the NumPy chain the scaled q, so dk = dS^T q needs no further
+    scale; with the compiled softmax the q of the projection, and the loop scales dS itself.  P and dP
+    (B, H, T, T) are overwritten; dq, dk, dv are (B, H, T, hs) views into the gradient of the q/k/v
+    projection.  With ``vT`` (B, H, hs, T) scratch, v^T is copied there for dout v^T (as kT in
+    attention_forward).
     """
     T = P.shape[-1]
-    ones_t = np.ones(T, P.dtype)
 
     def half(lo, hi):
         p, d, g = P[lo:hi], dP[lo:hi], dout[lo:hi]
@@ -260,15 +272,17 @@ def attention_backward(dout, q, k, v, P, dP, dq, dk, dv, scale, vT=None) -> None
         vt = v[lo:hi].swapaxes(-1, -2)  # (b, H, hs, T) view
         if vT is not None:
             vt = vT[lo:hi]
-            np.copyto(vt, v[lo:hi].swapaxes(-1, -2))  # contiguous
+            _transpose(v[lo:hi], vt)  # (b, H, hs, T), contiguous
         np.matmul(g, vt, out=d)  # (b, H, T, hs) x (b, H, hs, T) -> (b, H, T, T)
-        if fused.ON:
-            fused.softmax_backward(d.reshape(-1, T, T), p.reshape(-1, T, T))  # dS, one loop
-        else:
-            d *= p  # dP * P
-            r = d @ ones_t  # (b, H, T), rowsum(dP * P)
-            p *= r[..., None]
-            d -= p  # dS = P dP - P rowsum(dP P)
+        if fused.ON:  # dS / sqrt(hs), one loop: the gradient of q k^T
+            fused.softmax_backward(d.reshape(-1, T, T), p.reshape(-1, T, T), scale)
+            np.matmul(d, k[lo:hi], out=dq[lo:hi])  # (b, H, T, T) x (b, H, T, hs) -> (b, H, T, hs)
+            np.matmul(d.swapaxes(-1, -2), q[lo:hi], out=dk[lo:hi])  # (b, H, T, T) x (b, H, T, hs) -> (b, H, T, hs)
+            return
+        d *= p  # dP * P
+        r = d @ np.ones(T, P.dtype)  # (b, H, T), rowsum(dP * P)
+        p *= r[..., None]
+        d -= p  # dS = P dP - P rowsum(dP P)
         np.matmul(d, k[lo:hi], out=dq[lo:hi])  # (b, H, T, T) x (b, H, T, hs) -> (b, H, T, hs)
         dq[lo:hi] *= scale
         np.matmul(d.swapaxes(-1, -2), q[lo:hi], out=dk[lo:hi])  # (b, H, T, T) x (b, H, T, hs) -> (b, H, T, hs)

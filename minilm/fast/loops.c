@@ -3,16 +3,17 @@
  * Each function mirrors a NumPy chain of minilm.fast.kernels (or flat.adamw_rows), on the same
  * C-contiguous arrays, and evaluates the same formula: one pass over memory instead of one per NumPy
  * call, with the intermediate numbers in registers.  Every function exists twice, for float (suffix _f)
- * and for double (_d), from the one LOOPS(T, S) definition below.
+ * and for double (_d), from the one LOOPS(T, S, ...) definition below.
  *
  * Shapes (row-major): M = B T token positions, F = 4C feed-forward width, C model width, N = B H
  * attention matrices of T x T.
  *
  * Compiled once per machine by minilm.fast.fused with -O3 -march=native -fopenmp-simd -fno-math-errno
  * and no fast-math flags: IEEE arithmetic (but for fused multiply-adds, which the compiler may form), so
- * inf and NaN behave as in NumPy and results differ from NumPy's only in rounding.  The "omp simd" pragmas let
- * the compiler vectorise the loops (the reductions in any order, as NumPy's own sums do); with
- * MINILM_MVEC, exp and tanh are glibc's vector versions (libmvec), so a loop with exp vectorises too.
+ * inf and NaN behave as in NumPy and results differ from NumPy's only in rounding (exp_f below: within
+ * 1 ulp, with subnormal results flushed to 0).  The "omp simd" pragmas let the compiler vectorise the
+ * loops (the reductions in any order, as NumPy's own sums do); with MINILM_MVEC, exp and tanh are
+ * glibc's vector versions (libmvec), so a loop with exp vectorises too.
  */
 
 #include <math.h>
@@ -28,10 +29,39 @@ extern float tanhf(float);
 extern double tanh(double);
 #endif
 
+/* exp for float, written out so that a loop calling it vectorises whole, without a library call per element:
+ * e^x = 2^n e^r, n = round(x / ln 2), r = x - n ln 2 in [-ln2/2, ln2/2] (ln 2 in two parts, so r is exact),
+ * e^r by its degree-6 Taylor-like polynomial (Cephes' expf coefficients, within 1 ulp of e^x in float), and
+ * 2^n built in the exponent bits.  Below -87.33 (where e^x leaves float's normal range) it gives 0, above
+ * 88.72 inf, and NaN stays NaN: as NumPy's exp, but for the subnormal results, which become 0. */
+static inline float exp_f(float x) {
+    const float lo = -87.33654f, hi = 88.72283f;
+    float xc = x >= lo ? x : lo; /* NaN too: every xc below is a number in [lo, hi] */
+    xc = xc > hi ? hi : xc;
+    float t = xc * 1.44269504088896341f;                /* x / ln 2 */
+    float n = (t + 12582912.0f) - 12582912.0f;          /* rounded to the nearest integer (1.5 2^23 pushes */
+    int k = (int)n;                                     /* the fraction out of the mantissa; floorf would */
+    float r = xc - n * 0.693359375f - n * -2.12194440e-4f; /* be a call per element) */
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;                           /* e^r */
+    int big = k > 0;                                    /* 2^128 is not a float: 2^(n-1) times 2 above 0 */
+    union { int i; float f; } two = {.i = (k - big + 127) << 23};
+    float y = p * two.f * (big ? 2.0f : 1.0f);
+    y = x < lo ? 0.0f : y;
+    y = x > hi ? INFINITY : y;
+    return x != x ? x : y;
+}
+
+#define VW 16 /* entries per block of the softmax loops: one AVX-512 register of floats */
 #define GELU_C 0.7978845608028654 /* sqrt(2 / pi) */
 #define GELU_K 0.044715
 
-#define LOOPS(T, S, EXP, SQRT, TANH)                                                                              \
+#define LOOPS(T, S, EXP, SQRT, TANH, SOFTMAX_EXP)                                                                 \
                                                                                                                   \
 /* GELU, tanh form (kernels.gelu_bias_forward; the feed-forward of §5.1's block, as in GPT-2):                    \
  * f += bias; s = sigmoid(2u) = 1 / (1 + exp(-2u)), u = sqrt(2/pi) (f + 0.044715 f^3), with -2u clamped           \
@@ -78,7 +108,7 @@ void layernorm_forward_##S(long M, long C, const T *x, const T *gamma, const T *
         mu /= (T)C;                                                                                               \
         _Pragma("omp simd reduction(+:var)")                                                                      \
         for (long j = 0; j < C; j++) var += (xr[j] - mu) * (xr[j] - mu);                                          \
-        T r = (T)1 / SQRT(var / (T)C + (T)eps);                                                     \
+        T r = (T)1 / SQRT(var / (T)C + (T)eps);                                                                   \
         rstd[m] = r;                                                                                              \
         _Pragma("omp simd")                                                                                       \
         for (long j = 0; j < C; j++) {                                                                            \
@@ -92,7 +122,7 @@ void layernorm_forward_##S(long M, long C, const T *x, const T *gamma, const T *
 /* kernels.layernorm_backward: g = dy gamma; dx = rstd (g - mean(g) - xhat mean(g xhat)), added into dx           \
  * (add) or written into it (dx may be dy); dgamma = sum_rows dy xhat; dbeta = sum_rows dy.                       \
  * dy, xhat, dx (M, C); rstd (M,); gamma, dgamma, dbeta (C,). */                                                  \
-void layernorm_backward_##S(long M, long C, T *dy, const T *xhat, const T *rstd, const T *gamma, T *dx,          \
+void layernorm_backward_##S(long M, long C, T *dy, const T *xhat, const T *rstd, const T *gamma, T *dx,           \
                             int add, T *dgamma, T *dbeta) {                                                       \
     for (long j = 0; j < C; j++) dgamma[j] = dbeta[j] = 0;                                                        \
     for (long m = 0; m < M; m++) {                                                                                \
@@ -120,33 +150,64 @@ void layernorm_backward_##S(long M, long C, T *dy, const T *xhat, const T *rstd,
     }                                                                                                             \
 }                                                                                                                 \
                                                                                                                   \
-/* Attention's softmax (kernels.attention_forward, §4.1), per row t of each matrix of S (N, T, T), the            \
- * scores on entry: P = exp(S - max) / sum over the keys s <= t with causal (all keys without), 0 at              \
- * the others. */                                                                                                 \
-void softmax_forward_##S(long N, long T_, T *S, int causal) {                                                     \
-    for (long n = 0; n < N; n++)                                                                                  \
-        for (long t = 0; t < T_; t++) {                                                                           \
-            T *row = S + (n * T_ + t) * T_;                                                                       \
-            long seen = causal ? t + 1 : T_;                                                                      \
-            T top = row[0], total = 0;                                                                            \
-            _Pragma("omp simd reduction(max:top)")                                                                \
-            for (long s = 1; s < seen; s++) top = row[s] > top ? row[s] : top;                                    \
-            _Pragma("omp simd reduction(+:total)")                                                                \
-            for (long s = 0; s < seen; s++) {                                                                     \
-                T e = EXP(row[s] - top);                                                                          \
-                row[s] = e;                                                                                       \
-                total += e;                                                                                       \
-            }                                                                                                     \
-            T r = (T)1 / total;                                                                                   \
+/* Attention's softmax (kernels.attention_forward, §4.1), per row t of each matrix of S (N, T, T), which          \
+ * holds q k^T on entry: P = exp(c S - max) / sum over the keys s <= t with causal (all keys without), c =        \
+ * 1/sqrt(hs), and 0 at the others.  A causal row's loops run to its length rounded up to VW entries, the         \
+ * keys past t as -inf (exp gives 0); each loop goes by blocks of VW with VW running maxima and sums              \
+ * (one vector register), so that it compiles to whole vector operations: a loop to a row's own length            \
+ * would end in scalar steps, and rows are short (T entries, t + 1 of them seen). */                              \
+void softmax_forward_##S(long N, long T_, T *S, int causal, double scale) {                                       \
+    const T none = -INFINITY, c = (T)scale;                                                                       \
+    for (long row_i = 0; row_i < N * T_; row_i++) {                                                               \
+        T *row = S + row_i * T_;                                                                                  \
+        long t = row_i % T_, seen = causal ? t + 1 : T_, w = causal ? (seen + VW - 1) / VW * VW : T_;             \
+        if (w > T_) w = T_;                                                                                       \
+        long full = w / VW * VW; /* [0, full) by blocks, [full, w) one by one (T not a multiple of VW) */         \
+        T top = none, total = 0, tops[VW], sums[VW];                                                              \
+        for (int j = 0; j < VW; j++) tops[j] = none, sums[j] = 0;                                                 \
+        for (long b = 0; b < full; b += VW) {                                                                     \
             _Pragma("omp simd")                                                                                   \
-            for (long s = 0; s < seen; s++) row[s] *= r;                                                          \
-            for (long s = seen; s < T_; s++) row[s] = 0;                                                          \
+            for (int j = 0; j < VW; j++) {                                                                        \
+                T v = c * row[b + j];                                                                             \
+                T x = b + j < seen ? v : none;                                                                    \
+                tops[j] = x > tops[j] ? x : tops[j];                                                              \
+            }                                                                                                     \
         }                                                                                                         \
+        for (long s = full; s < w; s++) {                                                                         \
+            T x = s < seen ? c * row[s] : none;                                                                   \
+            top = x > top ? x : top;                                                                              \
+        }                                                                                                         \
+        for (int j = 0; j < VW; j++) top = tops[j] > top ? tops[j] : top;                                         \
+        for (long b = 0; b < full; b += VW) {                                                                     \
+            _Pragma("omp simd")                                                                                   \
+            for (int j = 0; j < VW; j++) {                                                                        \
+                T v = c * row[b + j] - top;                                                                       \
+                T e = SOFTMAX_EXP(b + j < seen ? v : none);                                                               \
+                row[b + j] = e;                                                                                   \
+                sums[j] += e;                                                                                     \
+            }                                                                                                     \
+        }                                                                                                         \
+        for (long s = full; s < w; s++) {                                                                         \
+            T e = SOFTMAX_EXP(s < seen ? c * row[s] - top : none);                                                        \
+            row[s] = e;                                                                                           \
+            total += e;                                                                                           \
+        }                                                                                                         \
+        for (int j = 0; j < VW; j++) total += sums[j];                                                            \
+        T r = (T)1 / total;                                                                                       \
+        for (long b = 0; b < full; b += VW) {                                                                     \
+            _Pragma("omp simd")                                                                                   \
+            for (int j = 0; j < VW; j++) row[b + j] *= r;                                                         \
+        }                                                                                                         \
+        for (long s = full; s < w; s++) row[s] *= r;                                                              \
+        for (long s = w; s < T_; s++) row[s] = 0;                                                                 \
+    }                                                                                                             \
 }                                                                                                                 \
                                                                                                                   \
-/* kernels.attention_backward's softmax: dS = P (dP - rowsum(dP P)).  d (N, T, T) holds dP on entry and dS        \
- * on return; p (N, T, T) the weights. */                                                                         \
-void softmax_backward_##S(long N, long T_, T *d, const T *p) {                                                    \
+/* kernels.attention_backward's softmax: dS = c P (dP - rowsum(dP P)), c = 1/sqrt(hs) (the scores' scale,         \
+ * so that dq = dS k and dk = dS^T q).  d (N, T, T) holds dP on entry and dS on return; p (N, T, T) the           \
+ * weights. */                                                                                                    \
+void softmax_backward_##S(long N, long T_, T *d, const T *p, double scale) {                                      \
+    const T c = (T)scale;                                                                                         \
     for (long row = 0; row < N * T_; row++) {                                                                     \
         T *dr = d + row * T_;                                                                                     \
         const T *pr = p + row * T_;                                                                               \
@@ -154,7 +215,7 @@ void softmax_backward_##S(long N, long T_, T *d, const T *p) {                  
         _Pragma("omp simd reduction(+:r)")                                                                        \
         for (long s = 0; s < T_; s++) r += dr[s] * pr[s];                                                         \
         _Pragma("omp simd")                                                                                       \
-        for (long s = 0; s < T_; s++) dr[s] = pr[s] * (dr[s] - r);                                                \
+        for (long s = 0; s < T_; s++) dr[s] = c * (pr[s] * (dr[s] - r));                                          \
     }                                                                                                             \
 }                                                                                                                 \
                                                                                                                   \
@@ -184,10 +245,10 @@ void lstm_step_forward_##S(long B, long Hd, T *s, const T *z, const T *c_prev, T
     }                                                                                                             \
 }                                                                                                                 \
                                                                                                                   \
-/* One LSTM step of the backward before its recurrent product (minilm.fast.lstm._steps_backward):                \
- * dh += dy;  dc += dh o (1 - tanh^2(c_t));  da = (dc g, dc c_prev, dh tanh(c_t), dc i) * gate'(a)               \
- * (step order i, f, o, g; dgate holds gate'(a), o_dtc holds o (1 - tanh^2(c_t)));  dc = dc f (dc_{t-1}).        \
- * dh, dc, dy, c_prev, tc, o_dtc (B, Hd); a (the gates), dgate, da (B, 4Hd). */                                  \
+/* One LSTM step of the backward before its recurrent product (minilm.fast.lstm._steps_backward):                 \
+ * dh += dy;  dc += dh o (1 - tanh^2(c_t));  da = (dc g, dc c_prev, dh tanh(c_t), dc i) * gate'(a)                \
+ * (step order i, f, o, g; dgate holds gate'(a), o_dtc holds o (1 - tanh^2(c_t)));  dc = dc f (dc_{t-1}).         \
+ * dh, dc, dy, c_prev, tc, o_dtc (B, Hd); a (the gates), dgate, da (B, 4Hd). */                                   \
 void lstm_step_backward_##S(long B, long Hd, T *dh, T *dc, const T *dy, const T *a, const T *c_prev,              \
                             const T *tc, const T *o_dtc, const T *dgate, T *da) {                                 \
     for (long n = 0; n < B; n++) {                                                                                \
@@ -208,8 +269,8 @@ void lstm_step_backward_##S(long B, long Hd, T *dh, T *dc, const T *dy, const T 
     }                                                                                                             \
 }                                                                                                                 \
                                                                                                                   \
-/* minilm.fast.lstm._derivatives, for the rows (steps x batch) of a stretch of steps: dgate = gate'(a), that is  \
- * s (1 - s) for the sigmoids i, f, o and 1 - g^2 for g (step order), and o_dtc = o (1 - tanh^2(c_t)).          \
+/* minilm.fast.lstm._derivatives, for the rows (steps x batch) of a stretch of steps: dgate = gate'(a), that is   \
+ * s (1 - s) for the sigmoids i, f, o and 1 - g^2 for g (step order), and o_dtc = o (1 - tanh^2(c_t)).            \
  * a, dgate (R, 4Hd); tc, o_dtc (R, Hd). */                                                                       \
 void lstm_derivatives_##S(long R, long Hd, const T *a, const T *tc, T *dgate, T *o_dtc) {                         \
     const T one = 1;                                                                                              \
@@ -225,7 +286,21 @@ void lstm_derivatives_##S(long R, long Hd, const T *a, const T *tc, T *dgate, T 
     }                                                                                                             \
 }                                                                                                                 \
                                                                                                                   \
-/* A linear layer's bias (kernels.add_bias): y[m, :] += b for every row.  y (M, N); b (N,). */                   \
+/* k^T of every head (kernels.attention_forward; v^T in attention_backward): dst[b, h, j, t] = src[b, h, t, j],   \
+ * src the (B, H, T, hs) heads of a (B T, rs) matrix (row t of head h of sequence b at (b T + t) rs + h hs),      \
+ * dst (B, H, hs, T) contiguous.  A head's rows are read in order and its (hs, T) block of dst, a few             \
+ * kilobytes, stays in the first-level cache while its columns are written. */                                    \
+void transpose_heads_##S(long B, long H, long T_, long hs, long rs, const T *src, T *dst) {                       \
+    for (long b = 0; b < B; b++)                                                                                  \
+        for (long h = 0; h < H; h++) {                                                                            \
+            const T *in = src + b * T_ * rs + h * hs;                                                             \
+            T *out = dst + (b * H + h) * hs * T_;                                                                 \
+            for (long t = 0; t < T_; t++)                                                                         \
+                for (long j = 0; j < hs; j++) out[j * T_ + t] = in[t * rs + j];                                   \
+        }                                                                                                         \
+}                                                                                                                 \
+                                                                                                                  \
+/* A linear layer's bias (kernels.add_bias): y[m, :] += b for every row.  y (M, N); b (N,). */                    \
 void add_bias_##S(long M, long N, T *y, const T *b) {                                                             \
     for (long m = 0; m < M; m++) {                                                                                \
         T *yr = y + m * N;                                                                                        \
@@ -234,7 +309,7 @@ void add_bias_##S(long M, long N, T *y, const T *b) {                           
     }                                                                                                             \
 }                                                                                                                 \
                                                                                                                   \
-/* Two halves' gradients into one (minilm.fast.gpt, a batch split over two processes): g = w1 g + w2 g2.  (n,) */  \
+/* Two halves' gradients into one (minilm.fast.gpt, a batch split over two processes): g = w1 g + w2 g2.  (n,) */ \
 void combine_##S(long n, T *g, const T *g2, double w1, double w2) {                                               \
     const T a = (T)w1, b = (T)w2;                                                                                 \
     _Pragma("omp simd")                                                                                           \
@@ -243,7 +318,7 @@ void combine_##S(long n, T *g, const T *g2, double w1, double w2) {             
                                                                                                                   \
 /* flat.adamw_rows: m = beta1 m + a1 g; v = beta2 v + a2 g^2; p = d p - step m / (sqrt(v) + e2), d = decay        \
  * for the first n_decay entries (the matrices) and 1 after them.  p, g, m, v (n,). */                            \
-void adamw_##S(long n, T *p, const T *g, T *m, T *v, long n_decay, double a1, double beta1, double a2,           \
+void adamw_##S(long n, T *p, const T *g, T *m, T *v, long n_decay, double a1, double beta1, double a2,            \
                double beta2, double step, double e2, double decay) {                                              \
     const T A1 = (T)a1, B1 = (T)beta1, A2 = (T)a2, B2 = (T)beta2, ST = (T)step, E2 = (T)e2;                       \
     for (long part = 0; part < 2; part++) {                                                                       \
@@ -260,5 +335,12 @@ void adamw_##S(long n, T *p, const T *g, T *m, T *v, long n_decay, double a1, do
     }                                                                                                             \
 }
 
-LOOPS(float, f, expf, sqrtf, tanhf)
-LOOPS(double, d, exp, sqrt, tanh)
+/* float: glibc's vector expf where it links (faster in GELU's long rows), else exp_f; the softmax's short
+ * blocks run faster with exp_f (inline, no call) either way.  double: the C library's exp and tanh. */
+#ifdef MINILM_MVEC
+#define EXPF expf
+#else
+#define EXPF exp_f
+#endif
+LOOPS(float, f, EXPF, sqrtf, tanhf, exp_f)
+LOOPS(double, d, exp, sqrt, tanh, exp)
