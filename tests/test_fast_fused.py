@@ -19,7 +19,7 @@ needs_loops = pytest.mark.skipif(not fused.ON, reason="no C compiler here: the f
 
 TOL = {np.float64: 1e-12, np.float32: 2e-5}
 LOOPS = ("gelu_forward", "gelu_backward", "layernorm_forward", "layernorm_backward", "softmax_forward",
-         "softmax_backward", "adamw", "lstm_derivatives", "add_bias", "combine")
+         "softmax_backward", "adamw", "lstm_derivatives", "add_bias", "combine", "cross_entropy")
 
 
 def _inputs(dtype, seed=0):
@@ -82,14 +82,16 @@ def run_kernel(name, dtype, on, causal=True):
             y = d["qkv"]
             K.add_bias(y, d["bias"][:8].repeat(3))  # (M, 3C) += (3C,)
             out = dict(y=y)
+        elif name in ("cross_entropy", "cross_entropy_ignoring"):  # the masked LM's targets: some ignored
+            logits, targets = d["dyF"], np.arange(M) % F
+            if name == "cross_entropy_ignoring":
+                targets[::3] = tr.IGNORE_INDEX
+            loss = K.cross_entropy_inplace(logits, targets, np.ones(F, dtype), tr.IGNORE_INDEX)
+            out = dict(dlogits=logits, loss=np.array([loss]))
         elif name == "combine":  # a split step's gradients (minilm.fast.gpt) go through this loop or two passes
             g, g2 = d["p"], d["g"]
-            if on:
-                fused.combine(g, g2, 0.25, 0.75)
-            else:
-                g *= dtype(0.25)
-                g += dtype(0.75) * g2
-            out = dict(g=g)
+            sumsq = flat.combine_halves(g, g2, 0.25, 0.75)  # the loop with fused.ON, else two passes and a dot
+            out = dict(g=g, sumsq=np.array([sumsq]))
         else:
             raise ValueError(name)
     finally:
@@ -103,7 +105,7 @@ KERNELS = {"gelu": {"gelu_forward", "gelu_backward"},
            "layernorm": {"layernorm_forward", "layernorm_backward"},
            "layernorm_no_acc": {"layernorm_forward", "layernorm_backward"},
            "attention": {"softmax_forward", "softmax_backward"}, "adamw": {"adamw"}, "bias": {"add_bias"},
-           "combine": {"combine"}}
+           "combine": {"combine"}, "cross_entropy": {"cross_entropy"}, "cross_entropy_ignoring": {"cross_entropy"}}
 
 
 def _error(a, b) -> float:
@@ -136,15 +138,16 @@ def test_the_softmax_loops_without_the_causal_mask(dtype):
 def _off_by(fn, factor=1.01, out=0):
     """A loop that writes its output args[out] (by default the first) 1% off (a broken backward)."""
     def broken(*args):
-        fn(*args)
+        result = fn(*args)
         args[out][...] *= factor
+        return result
 
     return broken
 
 
 @needs_loops
 @pytest.mark.parametrize("name,loop", [("gelu", "gelu_backward"), ("layernorm_no_acc", "layernorm_backward"),
-                                       ("attention", "softmax_backward")])
+                                       ("attention", "softmax_backward"), ("cross_entropy", "cross_entropy")])
 def test_a_broken_loop_is_caught(name, loop, monkeypatch):
     chained, _ = run_kernel(name, np.float64, False)
     monkeypatch.setattr(fused, loop, _off_by(getattr(fused, loop)))
@@ -336,3 +339,11 @@ def test_transpose_heads_matches_numpys_copy(dtype):
         fused.transpose_heads(k[:, :, ::2], np.empty((B, H, hs, (T + 1) // 2), dtype))  # every other row: refused
     with pytest.raises(ValueError, match="fused.transpose_heads"):
         fused.transpose_heads(k, np.empty((B, H, T, hs), dtype))  # not the transposed shape
+
+
+@needs_loops
+def test_the_cross_entropy_loop_refuses_a_target_outside_the_vocabulary():
+    for bad in (-1, 5):
+        with pytest.raises(ValueError, match="fused.cross_entropy: a target outside 0..4"):
+            fused.cross_entropy(np.zeros((3, 5), np.float32), np.array([0, bad, 1]), -100)
+    assert fused.cross_entropy(np.zeros((2, 5)), np.array([-100, -100]), -100) == 0.0  # no row counts

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import types
 
 import numpy as np
 import pytest
@@ -178,7 +179,8 @@ def test_one_layer_split_lost_half_is_caught(two_processes, monkeypatch):
     _, _, fcache = fast_lstm.lstm_forward(x, h0, h0, Wx, Wh, b, fast_lstm.Workspace(), procs.peer())
     for a in (fcache.theirs.gWx, fcache.theirs.gWh, fcache.theirs.gb):
         a[...] = 0
-    monkeypatch.setattr(procs.Peer, "run", lambda self, op, keys, layers, here, *args: here(None))
+    alone = types.SimpleNamespace(signal=lambda: None, wait=lambda layer, chunk: None)  # no peer to wait for
+    monkeypatch.setattr(procs.Peer, "run", lambda self, op, keys, layers, here, *args: (here(alone), 0.0)[1])
     fdWh = fast_lstm.lstm_backward(dhs, fcache)[4]
     assert float(np.abs(fdWh - dWh).max()) > 1e-4 * float(np.abs(dWh).max())
 
@@ -206,7 +208,8 @@ def test_transformer_split_lost_half_is_caught(two_processes, monkeypatch):
     fast.loss_and_grads(x, y)
     assert fast._split is not None
     fast._split["g"][...] = 0
-    monkeypatch.setattr(procs.Peer, "run", lambda self, op, keys, layers, here, *args: here(None))
+    alone = types.SimpleNamespace(signal=lambda: None, wait=lambda layer, chunk: None)  # no peer to wait for
+    monkeypatch.setattr(procs.Peer, "run", lambda self, op, keys, layers, here, *args: (here(alone), 0.0)[1])
     _, fg = fast.loss_and_grads(x, y)
     scale = max(float(np.abs(g).max()) for g in grads.values())
     assert max(float(np.abs(grads[k] - fg[k]).max()) for k in grads) > 1e-4 * scale

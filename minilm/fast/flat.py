@@ -196,6 +196,21 @@ class FlatModel:
         self.flat.load_opt_state(state)
 
 
+def combine_halves(g, g2, w1: float, w2: float) -> float:
+    """g = w1 g + w2 g2, the gradient of a batch from its two halves' (w1, w2: their shares of the counted
+    targets), over (n,) views; returns sum(g^2), the share of these entries in the gradient norm."""
+    if fused.ON:  # one pass (minilm/fast/loops.c)
+        return fused.combine(g, g2, w1, w2)
+    f = g.dtype.type
+    if w1 == w2:  # (g1 + g2) / 2: two passes, no temporary
+        g += g2
+        g *= f(0.5)
+    else:
+        g *= f(w1)
+        g += f(w2) * g2
+    return float(np.dot(g, g))
+
+
 def adamw_rows(p, g, m, v, n_decay: int, lo: int, hi: int, k, alone: bool = False) -> None:
     """Rows lo..hi of the AdamW step, k = (lr, beta1, beta2, eps, weight_decay, scale, t): decoupled decay of
     p[:n_decay] (the matrices), then minilm.optim.adam_step's update with the gradient scale * g (clipping):

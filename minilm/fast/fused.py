@@ -114,14 +114,16 @@ _SIGNATURES = {  # each C function's arguments in order: l a long (a shape), p a
     "gelu_forward": "llpppp", "gelu_backward": "llppp", "layernorm_forward": "llppppppd",
     "layernorm_backward": "llpppppipp", "softmax_forward": "llpid", "softmax_backward": "llppd",
     "adamw": "lpppplddddddd", "lstm_step_forward": "llpppppp", "lstm_step_backward": "llppppppppp",
-    "lstm_derivatives": "llpppp", "add_bias": "llpp", "combine": "lppdd", "transpose_heads": "lllllpp"}
+    "lstm_derivatives": "llpppp", "add_bias": "llpp", "combine": "lppdd", "transpose_heads": "lllllpp",
+    "cross_entropy": "llppl"}
 _CTYPES = {"l": _L, "i": _I, "d": _D, "p": _P}
+_RETURNS_DOUBLE = ("combine", "cross_entropy")
 _fns = {}
 if _lib is not None:
     for _name, _sig in _SIGNATURES.items():
         for _suffix, _dt in (("f", np.float32), ("d", np.float64)):
             _fn = getattr(_lib, f"{_name}_{_suffix}")
-            _fn.argtypes, _fn.restype = [_CTYPES[c] for c in _sig], None
+            _fn.argtypes, _fn.restype = [_CTYPES[c] for c in _sig], _D if _name in _RETURNS_DOUBLE else None
             _fns[_name, np.dtype(_dt)] = _fn
 
 
@@ -191,6 +193,21 @@ def softmax_backward(d, p, scale: float) -> None:
     fn(d.shape[0], d.shape[1], *ptr, float(scale))
 
 
+def cross_entropy(logits, targets, ignore_index: int | None) -> float:
+    """kernels.cross_entropy_inplace: logits (M, V) becomes the gradient of the mean loss, which is returned;
+    targets (M,) ids, those equal to ``ignore_index`` not counted."""
+    M, V = logits.shape
+    targets = np.ascontiguousarray(targets, np.int64)
+    fn, ptr = _call("cross_entropy", (logits,), ((M, V),))
+    if targets.shape != (M,):
+        raise ValueError(f"fused.cross_entropy: expected {M} targets, got shape {targets.shape}")
+    ignore = -(2**63) if ignore_index is None else int(ignore_index)
+    loss = fn(M, V, ptr[0], targets.ctypes.data, ignore)
+    if loss < 0:
+        raise ValueError(f"fused.cross_entropy: a target outside 0..{V - 1}")
+    return loss
+
+
 def transpose_heads(src, dst) -> None:
     """dst (B, H, hs, T) = src (B, H, T, hs) with its last two axes swapped; src the heads of a (B T, rs) matrix
     (gpt's view of q, k or v in the (M, 3C) projection: strides (T rs, hs, rs, 1) entries), dst contiguous."""
@@ -212,10 +229,10 @@ def add_bias(y, b) -> None:
     fn(y.shape[0], y.shape[1], *ptr)
 
 
-def combine(g, g2, w1: float, w2: float) -> None:
-    """g = w1 g + w2 g2, (n,) each: two halves' gradients weighted by their counted targets."""
+def combine(g, g2, w1: float, w2: float) -> float:
+    """g = w1 g + w2 g2, (n,) each: two halves' gradients weighted by their counted targets; returns sum(g^2)."""
     fn, ptr = _call("combine", (g, g2), ((len(g),),) * 2)
-    fn(g.shape[0], *ptr, float(w1), float(w2))
+    return fn(g.shape[0], *ptr, float(w1), float(w2))
 
 
 def lstm_derivatives(a, tc, dgate, o_dtc) -> None:

@@ -50,10 +50,9 @@ import weakref
 
 import numpy as np
 
-from minilm.fast import fused
 from minilm.fast import kernels as K
 from minilm.fast.blas import on_one_thread, one_thread
-from minilm.fast.flat import FlatModel, FlatParams
+from minilm.fast.flat import FlatModel, FlatParams, combine_halves
 from minilm.fast.threads import Background, alone, n_threads, run_rows
 from minilm.positional import sinusoidal_table
 from minilm.transformer import IGNORE_INDEX
@@ -133,6 +132,7 @@ class FastTransformer(FlatModel):
         self._ws_shape, self._ws = None, None
         self._init_flat(FlatParams(*layout(cfg), dtype=dtype, buffers=buffers), params)
         self._split = None  # the second process's replica (_split_forward_backward), made on first use
+        self._sumsq = None  # sum(g^2) of the last split step's gradient
 
     # ---- buffers ----
 
@@ -202,8 +202,10 @@ class FastTransformer(FlatModel):
         """forward_backward with rows h.. of the batch in the second process, rows ..h here, each on one core
         with a replica of the model over the same parameters (moved into shared memory on the first call):
         loss = (n1 loss1 + n2 loss2) / (n1 + n2) and likewise the gradients, n1, n2 the halves' counted
-        targets (the loss is a mean over them).  Two threads of one process gain far less: every NumPy
-        call of the elementwise passes waits at the interpreter lock (minilm.fast.threads)."""
+        targets (the loss is a mean over them).  Once both halves are done, each process sums the gradients
+        over its half of the entries (flat.combine_halves), which gives the norm's sum of squares as well
+        (``_sumsq``, read by step).  Two threads of one process gain far less: every NumPy call of the
+        elementwise passes waits at the interpreter lock (minilm.fast.threads)."""
         idx, targets = self._check(idx, targets)
         B, T = idx.shape
         h = B // 2
@@ -213,21 +215,20 @@ class FastTransformer(FlatModel):
                 peer.forget(split["key"])  # the replica of another batch shape
             split = self._split = self._make_split(peer, B - h, T)
         split["ids"][0], split["ids"][1] = idx[h:], targets[h:]
-        out = []
-        with alone(), one_thread():  # one core here, one there
-            peer.run("tf_half", [split["key"], B - h, T], [], lambda front: out.append(
-                self._forward_backward(idx[:h], targets[:h], None, K.matmul)))
         n1, n2 = int((targets[:h] != IGNORE_INDEX).sum()), int((targets[h:] != IGNORE_INDEX).sum())
         w1, w2 = n1 / (n1 + n2), n2 / (n1 + n2)
-        g, f = self.flat.g, self.dtype.type
-        if fused.ON:  # one pass (minilm/fast/loops.c)
-            fused.combine(g, split["g"], w1, w2)
-        elif n1 == n2:  # (g1 + g2) / 2: two passes, no temporary
-            g += split["g"]
-            g *= f(0.5)
-        else:
-            g *= f(w1)
-            g += f(w2) * split["g"]  # (size,): the whole batch's gradient
+        g, g2, rows = self.flat.g, split["g"], self.flat.half()
+        out = []
+
+        def here(front):  # this half, then rows ..rows of g = w1 g + w2 g2 once the peer has its half's g2
+            out.append(self._forward_backward(idx[:h], targets[:h], None, K.matmul))
+            front.signal()
+            front.wait(0, 0)
+            out.append(combine_halves(g[:rows], g2[:rows], w1, w2))
+
+        with alone(), one_thread():  # one core here, one there
+            theirs = peer.run("tf_half", [split["key"], B - h, T, rows, self.flat.size, w1, w2], [], here)
+        self._sumsq = out[1] + theirs  # sum(g^2) of the whole batch's gradient, for step's norm
         return float(w1 * out[0] + w2 * split["loss"][0])
 
     def _make_split(self, peer, Bh: int, T: int) -> dict:
@@ -473,8 +474,10 @@ class FastTransformer(FlatModel):
         A non-finite loss or gradient norm leaves the parameters untouched (the caller decides what to do).
         """
         self._share_optimizer()
+        self._sumsq = None
         loss = self.forward_backward(idx, targets, rng)
-        norm = self.flat.grad_norm()
+        # split over two processes, the halves' sum gave sum(g^2) as well; else the norm is a pass of its own
+        norm = math.sqrt(self._sumsq) if self._sumsq is not None else self.flat.grad_norm()
         if not (math.isfinite(loss) and math.isfinite(norm)):
             return loss, norm
         self.flat.adamw_step(lr, beta1, beta2, eps, weight_decay, max_norm, norm)

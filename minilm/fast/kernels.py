@@ -299,6 +299,8 @@ def cross_entropy_inplace(logits, targets, ones_v, ignore_index: int | None = No
     With ``ignore_index``, positions whose target equals it do not count: the mean is over the n counted
     positions (0.0 if none), and their rows of dlogits are (softmax - onehot) / n or 0.
     """
+    if fused.ON:  # one loop over the rows (minilm/fast/loops.c)
+        return fused.cross_entropy(logits, targets, ignore_index)
     if ignore_index is not None and (targets == ignore_index).any():
         return _cross_entropy_ignoring(logits, targets, ones_v, targets != ignore_index)
     M = logits.shape[0]

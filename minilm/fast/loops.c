@@ -286,6 +286,46 @@ void lstm_derivatives_##S(long R, long Hd, const T *a, const T *tc, T *dgate, T 
     }                                                                                                             \
 }                                                                                                                 \
                                                                                                                   \
+/* Cross-entropy and its gradient in place (kernels.cross_entropy_inplace, §9.6's loss): z (M, V) logits,         \
+ * targets (M,).  Rows whose target is ``ignore`` do not count and get a zero gradient; over the n counted        \
+ * rows, loss = mean(log sum exp(z - max) - (z_target - max)) (in double) and z becomes                           \
+ * (softmax(z) - onehot(target)) / n.  Returns the loss, 0 when no row counts, and -1 for a target                \
+ * outside 0..V-1 (the caller refuses it; z is then left partly rewritten). */                                    \
+double cross_entropy_##S(long M, long V, T *z, const long *targets, long ignore) {                                \
+    long n = 0;                                                                                                   \
+    for (long m = 0; m < M; m++) {                                                                                \
+        if (targets[m] == ignore) continue;                                                                       \
+        if (targets[m] < 0 || targets[m] >= V) return -1;                                                         \
+        n++;                                                                                                      \
+    }                                                                                                             \
+    double loss = 0;                                                                                              \
+    const T inv = n ? (T)1 / (T)n : 0;                                                                            \
+    for (long m = 0; m < M; m++) {                                                                                \
+        T *row = z + m * V;                                                                                       \
+        long t = targets[m];                                                                                      \
+        if (t == ignore) {                                                                                        \
+            for (long v = 0; v < V; v++) row[v] = 0;                                                              \
+            continue;                                                                                             \
+        }                                                                                                         \
+        T top = row[0], total = 0;                                                                                \
+        _Pragma("omp simd reduction(max:top)")                                                                    \
+        for (long v = 0; v < V; v++) top = row[v] > top ? row[v] : top;                                           \
+        T picked = row[t] - top;                                                                                  \
+        _Pragma("omp simd reduction(+:total)")                                                                    \
+        for (long v = 0; v < V; v++) {                                                                            \
+            T e = SOFTMAX_EXP(row[v] - top);                                                                      \
+            row[v] = e;                                                                                           \
+            total += e;                                                                                           \
+        }                                                                                                         \
+        loss += log((double)total) - (double)picked;                                                              \
+        T r = inv / total;                                                                                        \
+        _Pragma("omp simd")                                                                                       \
+        for (long v = 0; v < V; v++) row[v] *= r;                                                                 \
+        row[t] -= inv;                                                                                            \
+    }                                                                                                             \
+    return n ? loss / (double)n : 0;                                                                              \
+}                                                                                                                 \
+                                                                                                                  \
 /* k^T of every head (kernels.attention_forward; v^T in attention_backward): dst[b, h, j, t] = src[b, h, t, j],   \
  * src the (B, H, T, hs) heads of a (B T, rs) matrix (row t of head h of sequence b at (b T + t) rs + h hs),      \
  * dst (B, H, hs, T) contiguous.  A head's rows are read in order and its (hs, T) block of dst, a few             \
@@ -309,11 +349,19 @@ void add_bias_##S(long M, long N, T *y, const T *b) {                           
     }                                                                                                             \
 }                                                                                                                 \
                                                                                                                   \
-/* Two halves' gradients into one (minilm.fast.gpt, a batch split over two processes): g = w1 g + w2 g2.  (n,) */ \
-void combine_##S(long n, T *g, const T *g2, double w1, double w2) {                                               \
+/* Two halves' gradients into one (minilm.fast.gpt, a batch split over two processes, each process over its       \
+ * share of the entries): g = w1 g + w2 g2, and the sum of the squares of the new g (the gradient norm's          \
+ * share), summed in double.  (n,) each. */                                                                       \
+double combine_##S(long n, T *g, const T *g2, double w1, double w2) {                                             \
     const T a = (T)w1, b = (T)w2;                                                                                 \
-    _Pragma("omp simd")                                                                                           \
-    for (long i = 0; i < n; i++) g[i] = a * g[i] + b * g2[i];                                                     \
+    double total = 0;                                                                                             \
+    _Pragma("omp simd reduction(+:total)")                                                                        \
+    for (long i = 0; i < n; i++) {                                                                                \
+        T x = a * g[i] + b * g2[i];                                                                               \
+        g[i] = x;                                                                                                 \
+        total += (double)x * x;                                                                                   \
+    }                                                                                                             \
+    return total;                                                                                                 \
 }                                                                                                                 \
                                                                                                                   \
 /* flat.adamw_rows: m = beta1 m + a1 g; v = beta2 v + a2 g^2; p = d p - step m / (sqrt(v) + e2), d = decay        \

@@ -8,7 +8,8 @@ Commands (each a pickled tuple on stdin, each answered on stdout):
     forward, backward       the odd layers of a stacked LSTM, marks through the pipes (minilm.fast.procs.Front)
     half_forward, half_backward   one LSTM layer on the second half of a batch (minilm.fast.lstm._split_forward)
     tf_model, tf_half       a FastTransformer over shared parameters; its loss and gradients on the second half
-                            of a batch (minilm.fast.gpt: FastTransformer._split_forward_backward)
+                            of a batch, then the two halves' gradients summed over rows lo..hi, once the
+                            other side has its own (minilm.fast.gpt: FastTransformer._split_forward_backward)
     flat, flat_sumsq, flat_adamw   a model's p, g, m, v over a shared buffer; the second half's share of the
                             gradient norm and of the AdamW step (minilm.fast.flat.FlatParams.share)
 """
@@ -26,7 +27,7 @@ import numpy as np
 from minilm.fast import kernels as K
 from minilm.fast import procs
 from minilm.fast.blas import one_thread
-from minilm.fast.flat import adamw_rows
+from minilm.fast.flat import adamw_rows, combine_halves
 
 
 def serve(cmd_fd: int, reply_fd: int, marks_in: int, marks_out: int) -> None:
@@ -94,14 +95,19 @@ def serve(cmd_fd: int, reply_fd: int, marks_in: int, marks_out: int) -> None:
                 key, cfg, dtype, flat_key, g_key, io_key = args  # the parameters: p of a shared flat
                 models[key] = (FastTransformer(cfg, dtype=np.dtype(dtype), buffers=(flats[flat_key][0][0],
                                                                                     buffers.pop(g_key))),
-                               buffers.pop(io_key))
-            elif op == "tf_half":
-                key, B, T = args[0]
-                model, io = models[key]
+                               buffers.pop(io_key), flat_key)
+            elif op == "tf_half":  # loss and gradients of the second half; then rows lo..hi of g = w1 g + w2 g2
+                key, B, T, lo, hi, w1, w2 = args[0]
+                model, io, flat_key = models[key]
                 ids = np.ndarray((2, B, T), np.int64, buffer=io)
                 loss = np.ndarray((1,), np.float64, buffer=io, offset=ids.nbytes)
                 with one_thread():
                     loss[0] = model._forward_backward(ids[0], ids[1], None, K.matmul)
+                front = procs.Front(marks_in, marks_out, 0, 1)
+                front.signal()  # this half's gradients are in model.flat.g
+                front.wait(0, 0)  # and the other half's in the caller's g
+                g = flats[flat_key][0][1]
+                result = combine_halves(g[lo:hi], model.flat.g[lo:hi], w1, w2)  # its share of sum(g^2)
             else:
                 raise ValueError(f"unknown command {op!r}")
             procs._send(reply_fd, ("ok", result))

@@ -11,7 +11,8 @@ kept, for
 * the odd layers of a stacked LSTM (minilm.fast.lstm.stack_forward_tm /
   stack_backward_tm), a chunk of steps behind the layer below;
 * the second half of the batch of one LSTM layer (lstm_forward with a peer)
-  or of a Transformer step without dropout (minilm.fast.gpt);
+  or of a Transformer step without dropout (minilm.fast.gpt), which then sums
+  the two halves' gradients over its share of the entries;
 * the second half of the rows of a model's optimiser step, the gradient norm
   and AdamW (minilm.fast.flat.FlatParams.share).
 
@@ -116,6 +117,11 @@ class Front:
 
     def abort(self) -> None:
         _write_all(self.write_fd, MARK.pack(*ABORT))
+
+    def signal(self) -> None:
+        """Mark (0, 0) for the other process, whatever the layers: one point of a command both sides reach
+        (a Transformer step's halves: each has its gradients), that the other side waits for with wait(0, 0)."""
+        _write_all(self.write_fd, MARK.pack(0, 0))
 
     def defer(self, fn, *args) -> None:
         self._deferred.append((fn, args))
