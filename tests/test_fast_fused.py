@@ -19,7 +19,8 @@ needs_loops = pytest.mark.skipif(not fused.ON, reason="no C compiler here: the f
 
 TOL = {np.float64: 1e-12, np.float32: 2e-5}
 LOOPS = ("gelu_forward", "gelu_backward", "layernorm_forward", "layernorm_backward", "softmax_forward",
-         "softmax_backward", "adamw", "lstm_derivatives", "add_bias", "combine", "cross_entropy")
+         "softmax_backward", "adamw", "lstm_derivatives", "add_bias", "combine", "cross_entropy",
+         "transpose_heads")
 
 
 def _inputs(dtype, seed=0):
@@ -69,10 +70,11 @@ def run_kernel(name, dtype, on, causal=True):
                                 np.empty((M, C), dtype), np.zeros((M, 3 * C), dtype))
             mask = K.causal_additive_mask(T, dtype) if causal else None
             scale = dtype(1 / np.sqrt(hs))
-            K.attention_forward(q, k, v, P, _heads(att, B, H, T, hs), mask, scale)
+            kT, vT = np.empty((B, H, hs, T), dtype), np.empty((B, H, hs, T), dtype)  # as gpt passes them
+            K.attention_forward(q, k, v, P, _heads(att, B, H, T, hs), mask, scale, kT, vT)
             weights = P.copy()
             dq, dk, dv = (_heads(dqkv[:, i * C:(i + 1) * C], B, H, T, hs) for i in range(3))
-            K.attention_backward(_heads(d["dout"], B, H, T, hs), q, k, v, P, dP, dq, dk, dv, scale)
+            K.attention_backward(_heads(d["dout"], B, H, T, hs), q, k, v, P, dP, dq, dk, dv, scale, vT)
             out = dict(P=weights, att=att, dqkv=dqkv)
         elif name == "adamw":
             p, g, m, v = d["p"], d["g"], d["m"], d["v"]
@@ -104,7 +106,8 @@ def run_kernel(name, dtype, on, causal=True):
 KERNELS = {"gelu": {"gelu_forward", "gelu_backward"},
            "layernorm": {"layernorm_forward", "layernorm_backward"},
            "layernorm_no_acc": {"layernorm_forward", "layernorm_backward"},
-           "attention": {"softmax_forward", "softmax_backward"}, "adamw": {"adamw"}, "bias": {"add_bias"},
+           "attention": {"softmax_forward", "softmax_backward", "transpose_heads"}, "adamw": {"adamw"},
+           "bias": {"add_bias"},
            "combine": {"combine"}, "cross_entropy": {"cross_entropy"}, "cross_entropy_ignoring": {"cross_entropy"}}
 
 

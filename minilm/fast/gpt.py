@@ -147,11 +147,12 @@ class FastTransformer(FlatModel):
         layers = [dict(xhat1=e(M, C), rstd1=e(M), n1=e(M, C), qkv=e(M, 3 * C), P=e(B, H, T, T), att=e(M, C),
                        xhat2=e(M, C), rstd2=e(M), n2=e(M, C), f=e(M, F), s=e(M, F), a=e(M, F),
                        m1=e(M, C) if drop else None, m2=e(M, C) if drop else None,  # dropout masks
+                       vT=e(B, H, C // H, T),  # v^T of the heads, contiguous, for the backward's dout v^T
                        gdf=e(M, C), gda=e(M, C), gdF=e(M, F), gdqkv=e(M, 3 * C))  # the backward's, per layer
                   for _ in range(cfg.n_layer)]
         ws = dict(layers=layers, x=e(M, C), tmp=e(M, C), xhat_f=e(M, C), rstd_f=e(M), n_f=e(M, C),
                   logits=e(M, V), dx=e(M, C), dn=e(M, C), dd=e(M, C),
-                  dP=e(B, H, T, T), tT=e(B, H, C // H, T),  # tT: k^T (forward), v^T (backward), contiguous
+                  dP=e(B, H, T, T), tT=e(B, H, C // H, T),  # tT: k^T (forward), contiguous
                   ones_m=np.ones(M, dt), ones_v=np.ones(V, dt), m0=e(M, C) if drop else None,
                   mask=K.causal_additive_mask(T, dt) if cfg.causal else None,
                   onehot=e(V, M) if V <= K.ONEHOT_MAX_V else None)  # (V, M) scratch of the embedding gradient
@@ -302,7 +303,7 @@ class FastTransformer(FlatModel):
             mm(c["n1"], P[h + "attn.W_qkv"], c["qkv"])  # (M, C) x (C, 3C) -> (M, 3C)
             K.add_bias(c["qkv"], P[h + "attn.b_qkv"])
             q, k, v = (self._heads(c["qkv"][:, i * C:(i + 1) * C], B, T) for i in range(3))  # (B, H, T, hs)
-            K.attention_forward(q, k, v, c["P"], self._heads(c["att"], B, T), ws["mask"], scale, ws["tT"])
+            K.attention_forward(q, k, v, c["P"], self._heads(c["att"], B, T), ws["mask"], scale, ws["tT"], c["vT"])
             mm(c["att"], P[h + "attn.W_o"], tmp)  # (M, C) x (C, C) -> (M, C)
             K.add_bias(tmp, P[h + "attn.b_o"])  # the attention sublayer's output
             if drop:
@@ -414,7 +415,7 @@ class FastTransformer(FlatModel):
             mm(da, P[h + "attn.W_o"].T, datt)  # (M, C) x (C, C) -> (M, C), d(att)
             q, k, v = (self._heads(c["qkv"][:, i * C:(i + 1) * C], B, T) for i in range(3))
             dq, dk, dv = (self._heads(dqkv[:, i * C:(i + 1) * C], B, T) for i in range(3))
-            K.attention_backward(self._heads(datt, B, T), q, k, v, c["P"], ws["dP"], dq, dk, dv, scale, ws["tT"])
+            K.attention_backward(self._heads(datt, B, T), q, k, v, c["P"], ws["dP"], dq, dk, dv, scale, c["vT"])
             # qkv = n1 W_qkv + b_qkv
             np.matmul(ones_m, dqkv, out=G[h + "attn.b_qkv"])  # (3C,)
             later(K.matmul, c["n1"].T, dqkv, G[h + "attn.W_qkv"])  # (C, M) x (M, 3C) -> (C, 3C)

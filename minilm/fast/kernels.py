@@ -219,14 +219,15 @@ def _transpose(heads, out) -> None:
         np.copyto(out, heads.swapaxes(-1, -2))
 
 
-def attention_forward(q, k, v, P, out, mask_add, scale, kT=None) -> None:
+def attention_forward(q, k, v, P, out, mask_add, scale, kT=None, vT=None) -> None:
     """out = softmax(q k^T / sqrt(hs) + M) v over the batch axis in two halves (two threads).
 
     q, k, v: (B, H, T, hs) views.  P: (B, H, T, T) receives the weights; out: (B, H, T, hs) view
     receives the heads.  The NumPy chain scales q by 1/sqrt(hs) in place (its backward uses the scaled
     q); the compiled softmax (minilm.fast.fused) scales the scores instead and leaves q as it is.  With
     ``kT`` (B, H, hs, T) scratch, k^T is copied there first: the product with a contiguous right-hand
-    side runs faster than with the transposed view of the heads, copy included.
+    side runs faster than with the transposed view of the heads, copy included.  With ``vT`` (B, H, hs, T),
+    v^T is copied there for the backward (attention_backward's vT), while v is still in the cache.
     """
     T = P.shape[-1]
 
@@ -235,6 +236,8 @@ def attention_forward(q, k, v, P, out, mask_add, scale, kT=None) -> None:
         if kT is not None:
             kt = kT[lo:hi]
             _transpose(k[lo:hi], kt)  # (b, H, hs, T), contiguous
+        if vT is not None:
+            _transpose(v[lo:hi], vT[lo:hi])  # kept for the backward's dout v^T
         if fused.ON:  # one loop per row: the scale, the causal mask (mask_add) and the softmax
             np.matmul(qs, kt, out=S)  # (b, H, T, hs) x (b, H, hs, T) -> (b, H, T, T), q k^T
             fused.softmax_forward(S.reshape(-1, T, T), mask_add is not None, scale)  # (b H, T, T), rows sum to 1
@@ -261,18 +264,15 @@ def attention_backward(dout, q, k, v, P, dP, dq, dk, dv, scale, vT=None) -> None
     q is what attention_forward left: in the NumPy chain the scaled q, so dk = dS^T q needs no further
     scale; with the compiled softmax the q of the projection, and the loop scales dS itself.  P and dP
     (B, H, T, T) are overwritten; dq, dk, dv are (B, H, T, hs) views into the gradient of the q/k/v
-    projection.  With ``vT`` (B, H, hs, T) scratch, v^T is copied there for dout v^T (as kT in
-    attention_forward).
+    projection.  ``vT`` (B, H, hs, T): v^T as attention_forward kept it, for dout v^T (the product with a
+    contiguous right-hand side runs faster than with the transposed view of the heads); None: that view.
     """
     T = P.shape[-1]
 
     def half(lo, hi):
         p, d, g = P[lo:hi], dP[lo:hi], dout[lo:hi]
         np.matmul(p.swapaxes(-1, -2), g, out=dv[lo:hi])  # (b, H, T, T) x (b, H, T, hs) -> (b, H, T, hs)
-        vt = v[lo:hi].swapaxes(-1, -2)  # (b, H, hs, T) view
-        if vT is not None:
-            vt = vT[lo:hi]
-            _transpose(v[lo:hi], vt)  # (b, H, hs, T), contiguous
+        vt = v[lo:hi].swapaxes(-1, -2) if vT is None else vT[lo:hi]  # (b, H, hs, T)
         np.matmul(g, vt, out=d)  # (b, H, T, hs) x (b, H, hs, T) -> (b, H, T, T)
         if fused.ON:  # dS / sqrt(hs), one loop: the gradient of q k^T
             fused.softmax_backward(d.reshape(-1, T, T), p.reshape(-1, T, T), scale)
