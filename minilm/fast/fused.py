@@ -111,7 +111,7 @@ ON = _lib is not None  # the kernels call these loops (tests switch it off to ch
 
 _L, _I, _D, _P = ctypes.c_long, ctypes.c_int, ctypes.c_double, ctypes.c_void_p
 _SIGNATURES = {  # each C function's arguments in order: l a long (a shape), p an array, i an int, d a double
-    "gelu_forward": "llpppp", "gelu_backward": "llppp", "layernorm_forward": "llppppppd",
+    "gelu_forward": "llpppp", "gelu_backward": "llppppp", "layernorm_forward": "llppppppd",
     "layernorm_backward": "llpppppipp", "softmax_forward": "llpid", "softmax_backward": "llppd",
     "adamw": "lpppplddddddd", "lstm_step_forward": "llpppppp", "lstm_step_backward": "llppppppppp",
     "lstm_derivatives": "llpppp", "add_bias": "llpp", "combine": "lppdd", "transpose_heads": "lllllpp",
@@ -155,14 +155,14 @@ def _pointer(a) -> int:
 
 
 def gelu_forward(f, bias, s, g) -> None:
-    """f += bias; s = sigmoid(2u); g = f s   (kernels.gelu_bias_forward).  f, s, g (M, F); bias (F,)."""
+    """x = f + bias; s = sigmoid(2u); g = x s   (kernels.gelu_bias_forward).  f, s, g (M, F); bias (F,)."""
     fn, ptr = _call("gelu_forward", (f, bias, s, g), (f.shape, f.shape[1:], f.shape, f.shape))
     fn(f.shape[0], f.shape[1], *ptr)
 
 
-def gelu_backward(dy, f, s) -> None:
-    """dy *= GELU'(f)   (kernels.gelu_backward_inplace).  (M, F) each."""
-    fn, ptr = _call("gelu_backward", (dy, f, s), (f.shape,) * 3)
+def gelu_backward(dy, f, bias, s, dbias) -> None:
+    """dy *= GELU'(f + bias); dbias = sum of dy's rows   (kernels.gelu_backward_inplace).  (M, F) each; (F,)."""
+    fn, ptr = _call("gelu_backward", (dy, f, bias, s, dbias), (f.shape, f.shape, f.shape[1:], f.shape, f.shape[1:]))
     fn(f.shape[0], f.shape[1], *ptr)
 
 

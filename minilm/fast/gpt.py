@@ -391,8 +391,7 @@ class FastTransformer(FlatModel):
                 np.copyto(gdf, df)
             later(K.matmul, c["a"].T, gdf, G[h + "ffn.W2"])  # (F, M) x (M, C) -> (F, C)
             mm(df, P[h + "ffn.W2"].T, dF)  # (M, C) x (C, F) -> (M, F)
-            self._act_backward(c, dF)  # df = act'(f) da
-            np.matmul(ones_m, dF, out=G[h + "ffn.b1"])  # (F,)
+            self._act_backward(c, dF, P[h + "ffn.b1"], G[h + "ffn.b1"], ones_m)  # df = act'(f) da; db1 = sum df
             later(K.matmul, c["n2"].T, dF, G[h + "ffn.W1"])  # (C, M) x (M, F) -> (C, F)
             mm(dF, P[h + "ffn.W1"].T, dn)  # (M, F) x (F, C) -> (M, C): d(n2) from the feed-forward
             if post:  # n2 = LN1(x + a): dn <- d(x + a) = LN1'(d(n2) + dx)
@@ -449,9 +448,9 @@ class FastTransformer(FlatModel):
             f += b1
             np.maximum(f, 0, out=a)
 
-    def _act_backward(self, c, dF) -> None:
+    def _act_backward(self, c, dF, b1, db1, ones_m) -> None:
         if _activation(self.cfg) == "gelu":
-            K.gelu_backward_inplace(dF, c["f"], c["s"])
+            K.gelu_backward_inplace(dF, c["f"], c["s"], b1, db1, ones_m)  # f is the product, without b1
         else:
             f = c["f"]
 
@@ -459,6 +458,7 @@ class FastTransformer(FlatModel):
                 np.multiply(dF[lo:hi], f[lo:hi] > 0, out=dF[lo:hi])
 
             run_rows(chain, f.shape[0], f.shape[1])
+            np.matmul(ones_m, dF, out=db1)  # (F,)
 
     # ---- what training and the tests call ----
 

@@ -118,12 +118,13 @@ GELU_K = 0.044715
 
 
 def gelu_bias_forward(f, bias, s, g) -> None:
-    """f += bias;  g = f * s,  s = sigmoid(2u) = 1 / (1 + exp(-2u)),  u = sqrt(2/pi) (f + 0.044715 f^3).
+    """x = f + bias;  g = x * s,  s = sigmoid(2u) = 1 / (1 + exp(-2u)),  u = sqrt(2/pi) (x + 0.044715 x^3).
 
-    f, s, g: (M, F), changed in place; s and g are kept for the backward.  The plain gelu_forward
-    clamps u at -40 so that exp cannot overflow; here exp may overflow to inf instead (for
-    x < -10 or so), which gives s = 1 / (1 + inf) = 0 where the clamp gives s < 1e-27: the same
-    y = x s and gradient to within 1e-26, without np.minimum (the slowest pass of the chain).
+    f (M, F), the feed-forward's first product, is read and left as it is (the backward adds the bias
+    again: one array fewer to write); s and g (M, F) are kept for the backward.  The plain gelu_forward
+    clamps u at -40 so that exp cannot overflow; here exp may overflow to inf instead (for x < -10 or
+    so), which gives s = 1 / (1 + inf) = 0 where the clamp gives s < 1e-27: the same y = x s and
+    gradient to within 1e-26, without np.minimum (the slowest pass of the chain).
     """
     dt = f.dtype.type
     c = dt(2 * GELU_C)
@@ -132,9 +133,9 @@ def gelu_bias_forward(f, bias, s, g) -> None:
     def loop(lo, hi, _):  # the whole chain in one loop (minilm.fast.fused)
         fused.gelu_forward(f[lo:hi], bias, s[lo:hi], g[lo:hi])
 
-    def chain(lo, hi, _):
-        x, z = f[lo:hi], s[lo:hi]
-        x += bias  # (rows, F), the linear layer's bias
+    def chain(lo, hi, store):
+        z, x = s[lo:hi], scratch(store, "x", f[lo:hi].shape, f.dtype)
+        np.add(f[lo:hi], bias, out=x)  # (rows, F), the linear layer's bias
         np.multiply(x, x, out=z)
         z *= ck
         z -= c  # -c (1 + 0.044715 x^2)
@@ -148,18 +149,24 @@ def gelu_bias_forward(f, bias, s, g) -> None:
     run_rows(loop if fused.ON else chain, f.shape[0], f.shape[1])
 
 
-def gelu_backward_inplace(dy, f, s) -> None:
-    """dy *= s + x s (1 - s) c (1 + 3 * 0.044715 x^2),  c = 2 sqrt(2/pi),  x = f   (in place, (M, F))."""
+def gelu_backward_inplace(dy, f, s, bias, dbias, ones_m) -> None:
+    """dy *= s + x s (1 - s) c (1 + 3 * 0.044715 x^2),  c = 2 sqrt(2/pi),  x = f + bias   (in place, (M, F));
+    dbias (F,) = the sum of dy's rows, the bias's gradient (``ones_m`` (M,) ones: the chain's product).
+
+    The compiled loop makes both in one pass over the rows, on this thread (its column sums add up
+    row after row)."""
+    if fused.ON:
+        fused.gelu_backward(dy, f, bias, s, dbias)
+        return
     dt = f.dtype.type
     c, c3k = dt(2 * GELU_C), dt(2 * GELU_C * 3 * GELU_K)
 
-    def loop(lo, hi, _):
-        fused.gelu_backward(dy[lo:hi], f[lo:hi], s[lo:hi])
-
     def chain(lo, hi, store):
-        x, sv, d = f[lo:hi], s[lo:hi], dy[lo:hi]
-        t = scratch(store, "t", x.shape, x.dtype)
-        u = scratch(store, "u", x.shape, x.dtype)
+        sv, d = s[lo:hi], dy[lo:hi]
+        x = scratch(store, "x", d.shape, d.dtype)
+        t = scratch(store, "t", d.shape, d.dtype)
+        u = scratch(store, "u", d.shape, d.dtype)
+        np.add(f[lo:hi], bias, out=x)
         np.multiply(x, x, out=t)
         t *= c3k
         t += c  # c (1 + 3k x^2), du/dx times 2
@@ -170,7 +177,8 @@ def gelu_backward_inplace(dy, f, s) -> None:
         t += sv
         d *= t
 
-    run_rows(loop if fused.ON else chain, f.shape[0], f.shape[1])
+    run_rows(chain, f.shape[0], f.shape[1])
+    np.matmul(ones_m, dy, out=dbias)  # (M,) x (M, F) -> (F,)
 
 
 # ---- embedding (mirrors minilm.embedding.embedding_backward) -------------------------------------------

@@ -64,33 +64,40 @@ static inline float exp_f(float x) {
 #define LOOPS(T, S, EXP, SQRT, TANH, SOFTMAX_EXP)                                                                 \
                                                                                                                   \
 /* GELU, tanh form (kernels.gelu_bias_forward; the feed-forward of §5.1's block, as in GPT-2):                    \
- * f += bias; s = sigmoid(2u) = 1 / (1 + exp(-2u)), u = sqrt(2/pi) (f + 0.044715 f^3), with -2u clamped           \
- * at 80 as minilm.activations clamps u at -40; g = f s.  f, s, g: (M, F); bias (F,). */                          \
-void gelu_forward_##S(long M, long F, T *f, const T *bias, T *s, T *g) {                                          \
+ * x = f + bias; s = sigmoid(2u) = 1 / (1 + exp(-2u)), u = sqrt(2/pi) (x + 0.044715 x^3), with -2u clamped        \
+ * at 80 as minilm.activations clamps u at -40; g = x s.  f (the product, left as it is), s, g: (M, F);           \
+ * bias (F,). */                                                                                                  \
+void gelu_forward_##S(long M, long F, const T *f, const T *bias, T *s, T *g) {                                    \
     const T c = (T)(-2 * GELU_C), ck = (T)(-2 * GELU_C * GELU_K), one = 1, top = 80;                              \
     for (long m = 0; m < M; m++) {                                                                                \
-        T *fr = f + m * F, *sr = s + m * F, *gr = g + m * F;                                                      \
+        const T *fr = f + m * F;                                                                                  \
+        T *sr = s + m * F, *gr = g + m * F;                                                                       \
         _Pragma("omp simd")                                                                                       \
         for (long j = 0; j < F; j++) {                                                                            \
             T x = fr[j] + bias[j];                                                                                \
             T z = x * (c + ck * x * x); /* -2u */                                                                 \
             T sv = one / (one + EXP(z < top ? z : top));                                                          \
-            fr[j] = x;                                                                                            \
             sr[j] = sv;                                                                                           \
             gr[j] = x * sv;                                                                                       \
         }                                                                                                         \
     }                                                                                                             \
 }                                                                                                                 \
                                                                                                                   \
-/* kernels.gelu_backward_inplace: dy *= s + x s (1 - s) c (1 + 3 * 0.044715 x^2), c = 2 sqrt(2/pi), x = f.        \
- * (M, F) each. */                                                                                                \
-void gelu_backward_##S(long M, long F, T *dy, const T *f, const T *s) {                                           \
+/* kernels.gelu_backward_inplace: dy *= s + x s (1 - s) c (1 + 3 * 0.044715 x^2), c = 2 sqrt(2/pi), x = f + bias; \
+ * dbias = the column sums of the new dy (the bias's gradient).  dy, f, s (M, F); bias, dbias (F,). */            \
+void gelu_backward_##S(long M, long F, T *dy, const T *f, const T *bias, const T *s, T *dbias) {                  \
     const T c = (T)(2 * GELU_C), c3k = (T)(2 * GELU_C * 3 * GELU_K), one = 1;                                     \
-    long n = M * F;                                                                                               \
-    _Pragma("omp simd")                                                                                           \
-    for (long i = 0; i < n; i++) {                                                                                \
-        T x = f[i], sv = s[i];                                                                                    \
-        dy[i] *= sv + x * sv * (one - sv) * (c + c3k * x * x);                                                    \
+    for (long j = 0; j < F; j++) dbias[j] = 0;                                                                    \
+    for (long m = 0; m < M; m++) {                                                                                \
+        T *dr = dy + m * F;                                                                                       \
+        const T *fr = f + m * F, *sr = s + m * F;                                                                 \
+        _Pragma("omp simd")                                                                                       \
+        for (long j = 0; j < F; j++) {                                                                            \
+            T x = fr[j] + bias[j], sv = sr[j];                                                                    \
+            T d = dr[j] * (sv + x * sv * (one - sv) * (c + c3k * x * x));                                         \
+            dr[j] = d;                                                                                            \
+            dbias[j] += d;                                                                                        \
+        }                                                                                                         \
     }                                                                                                             \
 }                                                                                                                 \
                                                                                                                   \
