@@ -161,11 +161,19 @@ differently:
   q, k, v, and the heads are strided views of it (no copies, no einsum);
 * every NumPy call is a pass over memory, and GELU's forward alone is nine
   of them.  So the elementwise chains (GELU, LayerNorm and the attention's
-  softmax, each forward and backward; AdamW; the bias adds and the sum of
-  two halves' gradients; each LSTM step after its recurrent product, and
-  the LSTM's gate derivatives) are also written as
+  softmax, each forward and backward; the cross-entropy; AdamW; the bias
+  adds and the sum of two halves' gradients; each LSTM step after its
+  recurrent product, and the LSTM's gate derivatives) are also written as
   single loops in C, `minilm/fast/loops.c`, one function per chain, named
-  after the kernel it mirrors and beside the same formula.  The first use
+  after the kernel it mirrors and beside the same formula.  A loop does what
+  its chain's neighbours did where that saves a pass: the softmax scales the
+  scores by 1/sqrt(d_k) itself (forward and backward), GELU's backward adds
+  the bias again and sums the bias's gradient, the halves' gradient sum gives
+  the norm's sum of squares.  The softmax goes by blocks of 16 keys (a causal
+  row to its length rounded up), with its own exp written out (`exp_f`,
+  within an ulp), so that its short rows compile to whole vector
+  operations; k^T and v^T of the heads are copied by 8 x 8 tiles, v^T in the
+  forward while v is still in the cache, kept for the backward.  The first use
   compiles that file with the machine's C compiler (`cc`, or `$CC`; `-O3
   -march=native`, IEEE arithmetic but for fused multiply-adds, glibc's
   vector exp and tanh where they link) into `~/.cache/minilm/`, once per source and machine; ctypes calls
@@ -194,7 +202,8 @@ differently:
   the second, `minilm/fast/peer.py` is what it runs), over memory both map:
   a Transformer step without dropout runs as two halves of the batch, each
   the whole forward and backward on one core, the loss and gradients being
-  the halves' means weighted by their counted targets; the optimiser step
+  the halves' means weighted by their counted targets (each process sums the
+  two halves' gradients over its half of the entries); the optimiser step
   (gradient norm and AdamW) of every model of 2^18 parameters or more runs
   half of its rows in each process, its moments in memory both map; the
   AdamW lines are one pass each (OpenBLAS's `?axpby`, y = alpha x + beta y).
@@ -283,8 +292,8 @@ of one fast step in CPU time on one thread, against the same products alone:
 ```
 
 On one thread the Transformer step is {P['step_floor']}x its products: above them,
-attention's softmax (the parts of `attention_*` that are not products), GELU
-forward and backward, LayerNorm and AdamW (one pass over memory each in the
+attention's softmax and head transposes (the parts of `attention_*` that are not products), GELU
+forward and backward, LayerNorm, the cross-entropy and AdamW (one pass over memory each in the
 compiled loops), and "rest": the bias adds (compiled loops too), residual
 adds, lookups and views.  In the LSTM call the two loops over t cost {P['fwd_us']} and
 {P['bwd_us']} us per time step; a fresh set of arrays for every call costs

@@ -11,7 +11,8 @@ same, only the way it is evaluated differs:
   (minilm.fast.threads);
 * constants are cast to the arrays' dtype, so float32 stays float32;
 * where a C compiler is found, the elementwise chains of GELU, LayerNorm,
-  the attention's softmax and the bias adds run as single compiled loops instead
+  the attention's softmax and head transposes, the cross-entropy and the bias
+  adds run as single compiled loops instead
   (minilm/fast/loops.c, loaded by minilm.fast.fused, which says why and what
   stays NumPy's); the NumPy chains below stay the reference they are tested
   against, and run where there is no compiler or MINILM_FUSED=0.
