@@ -175,8 +175,9 @@ differently:
   operations; k^T and v^T of the heads are copied by 8 x 8 tiles, v^T in the
   forward while v is still in the cache, kept for the backward.  The first use
   compiles that file with the machine's C compiler (`cc`, or `$CC`; `-O3
-  -march=native`, IEEE arithmetic but for fused multiply-adds, glibc's
-  vector exp and tanh where they link) into `~/.cache/minilm/`, once per source and machine; ctypes calls
+  -march=native`, on x86-64 512-bit vectors where the CPU has them, IEEE
+  arithmetic but for fused multiply-adds, glibc's vector exp and tanh where
+  they link) into `~/.cache/minilm/`, once per source and machine; ctypes calls
   it, and gives up the interpreter lock meanwhile (`minilm/fast/fused.py`).
   Without a compiler, or with `MINILM_FUSED=0`, the kernels run their NumPy
   chains, which `tests/test_fast_fused.py` checks each loop against (float32

@@ -277,6 +277,27 @@ def test_the_loops_compile_once_into_the_cache_folder(tmp_path):
 
 
 @needs_loops
+def test_a_compiler_that_refuses_the_wide_vector_flag_still_compiles_the_loops(tmp_path):
+    """fused.WIDE (-mprefer-vector-width=512 on x86-64) is tried first; a compiler that rejects it (here a
+    wrapper around cc that fails on it) gets the tries without it, and the loops still load."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    real = shutil.which(os.environ.get("CC") or "cc")
+    wrapper = tmp_path / "picky-cc"
+    wrapper.write_text("#!/bin/sh\nfor a in \"$@\"; do case \"$a\" in -mprefer-vector-width=*) "
+                       "echo 'unknown flag' >&2; exit 1;; esac; done\n" f'exec {real} "$@"\n')
+    wrapper.chmod(0o755)
+    code = "from minilm.fast import fused; print(fused.ON, fused.WIDE)"
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path), "MINILM_FUSED": "1", "CC": str(wrapper)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True,
+                         cwd=tmp_path).stdout.strip()
+    assert out.startswith("True"), out
+
+
+@needs_loops
 def test_a_loop_refuses_arrays_of_the_wrong_shape_or_layout():
     """The loops index raw memory: a bias one short, a strided view or a mixed dtype is refused, not read past."""
     f, s, g = (np.zeros((4, 6), np.float32) for _ in range(3))

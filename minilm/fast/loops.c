@@ -9,7 +9,8 @@
  * attention matrices of T x T.
  *
  * Compiled once per machine by minilm.fast.fused with -O3 -march=native -fopenmp-simd -fno-math-errno
- * and no fast-math flags: IEEE arithmetic (but for fused multiply-adds, which the compiler may form), so
+ * (on x86-64 also -mprefer-vector-width=512: whole AVX-512 registers where the CPU has them) and no
+ * fast-math flags: IEEE arithmetic (but for fused multiply-adds, which the compiler may form), so
  * inf and NaN behave as in NumPy and results differ from NumPy's only in rounding (exp_f below: within
  * 1 ulp, with subnormal results flushed to 0).  The "omp simd" pragmas let the compiler vectorise the
  * loops (the reductions in any order, as NumPy's own sums do); with MINILM_MVEC, exp and tanh are
