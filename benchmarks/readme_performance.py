@@ -117,6 +117,9 @@ def section(out: dict) -> str:
     busy_ratio, one_ratio = bb["train_seconds"] / q["train_seconds"], bb["train_seconds"] / one["train_seconds"]
     many_ratio = many["train_seconds"] / q["train_seconds"]
     P = {"step_floor": number(r"step / floor ([\d.]+)", p["text"]),
+         "mm_step": number(r"2-D products \(matmul\) take ([\d.]+) ms", p["text"]),
+         "mm_floor": number(r"ms against ([\d.]+) ms for the same products in the floor", p["text"]),
+         "mm_ratio": number(r"products in the floor, ([\d.]+)x", p["text"]),
          "fwd_us": number(r"forward loop over t\s+[\d.]+ ms\s+([\d.]+) us", p["text"]),
          "bwd_us": number(r"backward loop over t\s+[\d.]+ ms\s+([\d.]+) us", p["text"]),
          "faults_kept": number(r"page faults per call: (\d+) with the Workspace kept", p["text"]),
@@ -292,9 +295,13 @@ of one fast step in CPU time on one thread, against the same products alone:
 {p['text']}
 ```
 
-On one thread the Transformer step is {P['step_floor']}x its products: above them,
-attention's softmax and head transposes (the parts of `attention_*` that are not products), GELU
-forward and backward, LayerNorm, the cross-entropy and AdamW (one pass over memory each in the
+On one thread the Transformer step is {P['step_floor']}x its products.  The
+products themselves take longer in the step: its 2-D ones {P['mm_step']} ms against
+{P['mm_floor']} ms in the floor ({P['mm_ratio']}x): the floor makes every layer's products from
+one set of arrays, the step from each layer's own.  Above the products:
+attention's softmax and head transposes (the parts of `attention_*` that the
+floor's batched products do not account for), GELU forward and backward,
+LayerNorm, the cross-entropy and AdamW (one pass over memory each in the
 compiled loops), and "rest": the bias adds (compiled loops too), residual
 adds, lookups and views.  In the LSTM call the two loops over t cost {P['fwd_us']} and
 {P['bwd_us']} us per time step; a fresh set of arrays for every call costs

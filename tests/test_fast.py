@@ -587,6 +587,7 @@ def test_profile_of_the_transformer_step_counts_the_step_alone(monkeypatch):
     assert got["calls"]["attention_forward"] == got["calls"]["attention_backward"] == cfg.n_layer
     assert got["calls"]["adamw_step"] == got["calls"]["grad_norm"] == 1
     assert got["floor_ms"] > 0 and sum(got["ops"].values()) == pytest.approx(got["total_ms"])
+    assert 0 < got["floor_2d_ms"] < got["floor_ms"]  # the floor's 2-D products, timed apart from its attention
 
 
 def test_profile_of_the_recurrent_products():

@@ -61,7 +61,9 @@ def profile_transformer(make_step, steps: int = 10, rounds: int = 5, warmup: int
     """``make_step(kind)`` is the bench's minilm.fast.bench.transformer_step: kind "fast" or "floor".
 
     After ``warmup`` untimed steps of each (a process's first steps run slower), ``rounds`` rounds of
-    ``steps`` steps of each, the two taking turns: a machine whose speed drifts slows both alike."""
+    ``steps`` steps of each, the two taking turns: a machine whose speed drifts slows both alike.  The
+    floor runs twice a round, once as it is and once with its 2-D products timed one by one (the same
+    counter as the step's ``matmul``), which splits it into those and the attention's batched products."""
     from minilm.fast import kernels as K
     from minilm.fast.blas import one_thread
     from minilm.fast.flat import FlatParams
@@ -76,20 +78,28 @@ def profile_transformer(make_step, steps: int = 10, rounds: int = 5, warmup: int
         for _ in range(warmup):
             step(), floor()
         floor_ms = total = 0.0
-        ns, calls = Counter(), Counter()
+        ns, calls, floor_ns = Counter(), Counter(), Counter()
         for _ in range(rounds):
             floor_ms += _cpu_ms(floor, steps) / rounds  # unwrapped: the floor's products are not the step's
+            with _timed([(K, "matmul", "matmul")], floor_ns):
+                _cpu_ms(floor, steps)
             with _timed(targets, ns, calls):
                 total += _cpu_ms(step, steps) / rounds
     steps *= rounds  # the timed steps of the fast model
+    floor_2d = floor_ns["matmul"] / steps / 1e6  # the floor's 2-D products, the step's "matmul" row's twins
     rows = {k: ns[k] / steps / 1e6 for k in names + ("adamw_step", "grad_norm")}
     rows["rest (bias adds, lookups, views)"] = total - sum(rows.values())
     log(f"fast Transformer step (nanoGPT config), one thread: {total:.1f} ms CPU; its matmul floor "
-        f"{floor_ms:.1f} ms CPU; step / floor {total / floor_ms:.2f}")
+        f"{floor_ms:.1f} ms CPU ({floor_2d:.1f} of 2-D products, {floor_ms - floor_2d:.1f} of the attention's "
+        f"batched ones); step / floor {total / floor_ms:.2f}")
     log(f"  {'op':<34} {'ms/step':>8} {'calls':>6}  (attention_* include their batched products)")
     for k, ms in sorted(rows.items(), key=lambda kv: -kv[1]):
         log(f"  {k:<34} {ms:8.2f} {calls[k] // steps if calls[k] else '':>6}")
-    return {"total_ms": total, "floor_ms": floor_ms, "ops": rows, "calls": {k: calls[k] // steps for k in calls}}
+    log(f"  the step's 2-D products (matmul) take {rows['matmul']:.2f} ms against {floor_2d:.2f} ms for the same "
+        f"products in the floor, {rows['matmul'] / floor_2d:.2f}x (the floor makes every layer's from one set of "
+        f"arrays, the step from each layer's own)")
+    return {"total_ms": total, "floor_ms": floor_ms, "floor_2d_ms": floor_2d, "ops": rows,
+            "calls": {k: calls[k] // steps for k in calls}}
 
 
 def _faults(fn, n: int) -> float:
