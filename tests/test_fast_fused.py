@@ -288,7 +288,7 @@ def test_a_compiler_that_refuses_the_wide_vector_flag_still_compiles_the_loops(t
     real = shutil.which(os.environ.get("CC") or "cc")
     wrapper = tmp_path / "picky-cc"
     wrapper.write_text("#!/bin/sh\nfor a in \"$@\"; do case \"$a\" in -mprefer-vector-width=*) "
-                       "echo 'unknown flag' >&2; exit 1;; esac; done\n" f'exec {real} "$@"\n')
+                       "echo 'unknown flag' >&2; exit 1;; esac; done\n" f'exec "{real}" "$@"\n')
     wrapper.chmod(0o755)
     code = "from minilm.fast import fused; print(fused.ON, fused.WIDE)"
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path), "MINILM_FUSED": "1", "CC": str(wrapper)}
