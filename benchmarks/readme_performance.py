@@ -132,17 +132,19 @@ def section(out: dict) -> str:
     form_line = (f"the steps make their gates by `{P['form']}`, the form of the compiled step of loops.c, which "
                  "replaces those NumPy calls (minilm.fast.lstm.gate_form)." if compiled else
                  f"so the steps make their gates by `{P['form']}` here (minilm.fast.lstm.gate_form).")
-    ahead = "blas" in B and float(B["tf_torch"]) <= 0.8
-    blas_line = (f"On the products alone NumPy's BLAS (floor) takes {B['blas']}x PyTorch's time (tfloor): the "
-                 f"products cost both sides about the same, so the fast step's lead is made above them (a step at "
-                 f"0.8x PyTorch would be {B['goal_floor']}x its own floor; this one is {B['tf_floor']}x)."
-                 if "blas" in B and 0.95 <= float(B["blas"]) <= 1.05 and ahead else
-                 f"On the products alone NumPy's BLAS (floor) takes {B['blas']}x PyTorch's time (tfloor): the "
-                 f"products cost both sides about the same, and what stands between the fast step and 0.8x PyTorch "
-                 f"is its work above them (a step at 0.8x PyTorch would be {B['goal_floor']}x its own floor)."
-                 if "blas" in B and 0.95 <= float(B["blas"]) <= 1.05 else
-                 f"On the products alone NumPy's BLAS (floor) takes {B['blas']}x PyTorch's time (tfloor); a fast "
-                 f"step at 0.8x PyTorch would be {B['goal_floor']}x its own floor.") if "blas" in B else ""
+    blas_line = ""
+    if "blas" in B:
+        blas_line = f"On the products alone NumPy's BLAS (floor) takes {B['blas']}x PyTorch's time (tfloor)"
+        if not 0.95 <= float(B["blas"]) <= 1.05:
+            blas_line += f"; a fast step at 0.8x PyTorch would be {B['goal_floor']}x its own floor."
+        elif float(B["tf_torch"]) <= 0.8:
+            blas_line += (f": the products cost both sides about the same, so the fast step's lead is made above them "
+                          f"(a step at 0.8x PyTorch would be {B['goal_floor']}x its own floor; this one is "
+                          f"{B['tf_floor']}x).")
+        else:
+            blas_line += (f": the products cost both sides about the same, and what stands between the fast step and "
+                          f"0.8x PyTorch is its work above them (a step at 0.8x PyTorch would be {B['goal_floor']}x "
+                          f"its own floor).")
     return f"""{BEGIN}
 ## Performance
 
